@@ -1,0 +1,5 @@
+"""The engine: leases partitions, dispatches their items, checkpoints with gates."""
+
+from feedwatch.engine.watcher import Watcher
+
+__all__ = ["Watcher"]

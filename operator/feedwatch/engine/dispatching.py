@@ -1,0 +1,227 @@
+"""Dispatching: claiming items in batches, calling the processor, committing results.
+
+``concurrency`` bounds processor calls in flight; ``batch_size`` bounds the
+rows of one claim or commit statement. Each round gives every held partition
+a fair share of the free slots, so one huge partition cannot starve the
+others. Claims only take what can start at once: a claimed item counts an
+attempt, and items must not wait claimed while the watcher could die.
+
+Results are gathered for up to ``commit_interval`` (or ``batch_size`` rows)
+and written in one statement; no item costs a round trip of its own.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import random
+from typing import TYPE_CHECKING
+
+from feedwatch.engine import gating, retrying
+from feedwatch.processors.base import Item, Result
+from feedwatch.store.records import Claimed, ItemOutcome
+
+if TYPE_CHECKING:
+    from feedwatch.engine.leasing import Lease
+    from feedwatch.engine.watcher import Watcher
+
+
+class Dispatcher:
+    def __init__(self, watcher: Watcher) -> None:
+        self.w = watcher
+        self.calls_in_flight = 0
+        self.pending: list[tuple[Lease, ItemOutcome]] = []
+        self.wake = asyncio.Event()
+        self.results_ready = asyncio.Event()
+        self.tasks: set[asyncio.Task[None]] = set()
+        self.rng = random.Random()
+        self._cursor = 0
+
+    # -- claiming ---------------------------------------------------------
+
+    async def pump(self) -> None:
+        w = self.w
+        while not w.stopping:
+            try:
+                progressed = await self.round()
+            except Exception as error:
+                if not w.is_database_trouble(error):
+                    raise
+                w.log_database_trouble(error)
+                await w.sleep(min(w.settings.poll_interval, 1.0))
+                continue
+            if progressed:
+                await asyncio.sleep(0)
+                continue
+            self.wake.clear()
+            try:
+                await asyncio.wait_for(self.wake.wait(), timeout=self._idle_wait())
+            except TimeoutError:
+                pass
+
+    def _idle_wait(self) -> float:
+        mono = self.w.clock.monotonic()
+        wait = self.w.settings.poll_interval
+        for lease in self.w.leases.values():
+            if lease.idle_until > mono:
+                wait = min(wait, lease.idle_until - mono)
+        return max(wait, 0.005)
+
+    async def round(self) -> bool:
+        """Claim and dispatch once across all leases; True if anything started."""
+        w = self.w
+        if w.feed_settings.paused:
+            return False
+        mono = w.clock.monotonic()
+        leases = [
+            lease
+            for lease in w.leases.values()
+            if lease.trusted(mono) and lease.handing_to is None and lease.idle_until <= mono
+        ]
+        free = w.settings.concurrency - self.calls_in_flight
+        if not leases or free <= 0:
+            return False
+        share = max(1, math.ceil(w.settings.concurrency / len(w.leases)))
+        self._cursor = (self._cursor + 1) % len(leases)
+        progressed = False
+        for lease in leases[self._cursor :] + leases[: self._cursor]:
+            if free <= 0 or w.stopping:
+                break
+            room = min(share - lease.in_flight, free, w.settings.batch_size)
+            if room <= 0:
+                continue
+            started = await self.claim(lease, room)
+            free -= started
+            progressed = progressed or started > 0
+        return progressed
+
+    async def claim(self, lease: Lease, room: int) -> int:
+        w = self.w
+        s = w.feed_settings
+        for _ in range(3):  # a gate advance is followed by a claim at the new gate
+            claimed = await w.db(
+                w.store.claim_items, w.feed, w.owner, lease.pk, lease.epoch, lease.gate,
+                w.clock.now(), room, s.max_unanswered, s.history,
+            )  # fmt: skip
+            if claimed is None:
+                w.drop(lease, "lease_lost", f"{lease.id!r} is no longer ours")
+                return 0
+            items, dead = claimed
+            if dead:
+                w.metrics.item("fail", dead)
+            if items:
+                lease.empty_work = 0
+                for item in items:
+                    self.start(lease, item)
+                return len(items)
+            if lease.in_flight:
+                # Wait for the results in flight before deciding anything; look
+                # again after a poll interval for items enqueued meanwhile.
+                lease.idle_until = w.clock.monotonic() + w.settings.poll_interval
+                return 0
+            if not await gating.checkpoint(w, lease):
+                return 0
+        return 0
+
+    # -- calling the processor -------------------------------------------
+
+    def start(self, lease: Lease, claimed: Claimed) -> None:
+        lease.in_flight += 1
+        self.calls_in_flight += 1
+        self.w.metrics.in_flight.set(self.calls_in_flight)
+        task = asyncio.create_task(self.call(lease, claimed), name=f"item:{lease.id}/{claimed.id}")
+        self.tasks.add(task)
+        task.add_done_callback(self.tasks.discard)
+
+    async def call(self, lease: Lease, claimed: Claimed) -> None:
+        w = self.w
+        item = Item(
+            feed=w.feed, partition=lease.id, id=claimed.id, gate=claimed.gate,
+            attempt=claimed.attempt, data=claimed.data, content_type=claimed.content_type,
+        )  # fmt: skip
+        started = w.clock.monotonic()
+        answer: Result | BaseException
+        try:
+            answer = await w.processor.process(item)
+            if not isinstance(answer, Result):
+                raise TypeError(f"the processor returned {type(answer).__name__}, not a Result")
+        except asyncio.CancelledError:
+            self.calls_in_flight -= 1
+            lease.in_flight -= 1
+            raise
+        except Exception as error:
+            answer = error
+        finally:
+            w.metrics.latency.observe(w.clock.monotonic() - started)
+        self.calls_in_flight -= 1
+        w.metrics.in_flight.set(self.calls_in_flight)
+        outcome = retrying.outcome(lease.pk, claimed, answer, w.feed_settings, w.clock.now(), self.rng)
+        if outcome.kind != "complete":
+            w.log.debug(
+                "item %s: %s (%s)", claimed.id, outcome.kind, outcome.error,
+                extra={"action": f"item_{outcome.kind}", "partition": lease.id, "item": claimed.id},
+            )  # fmt: skip
+        self.pending.append((lease, outcome))
+        self.results_ready.set()
+        self.wake.set()
+
+    # -- committing -------------------------------------------------------
+
+    async def committer(self) -> None:
+        w = self.w
+        while True:
+            if not self.pending:
+                if w.stopping and not self.tasks:
+                    return
+                self.results_ready.clear()
+                try:
+                    await asyncio.wait_for(self.results_ready.wait(), timeout=0.1)
+                except TimeoutError:
+                    continue
+            if len(self.pending) < w.settings.batch_size and self.calls_in_flight:
+                await asyncio.sleep(w.settings.commit_interval)
+            batch = self.pending[: w.settings.batch_size]
+            try:
+                won = await w.db(
+                    w.store.commit_results, w.feed, w.owner, [o for _, o in batch],
+                    w.clock.now(), w.feed_settings.history,
+                )  # fmt: skip
+            except Exception as error:
+                if not w.is_database_trouble(error):
+                    raise
+                w.log_database_trouble(error)
+                await w.sleep(min(w.settings.poll_interval, 1.0))
+                continue
+            del self.pending[: len(batch)]
+            for lease, outcome in batch:
+                lease.in_flight -= 1
+                if outcome.pk in won:
+                    w.metrics.item(outcome.kind)
+                    if outcome.kind == "fail":
+                        w.log.info(
+                            "item %s failed: %s", outcome.pk, outcome.error,
+                            extra={"action": "item_failed", "partition": lease.id},
+                        )  # fmt: skip
+                else:
+                    w.metrics.lost_races.inc()
+                    w.log.debug(
+                        "result of item %s discarded: it changed since its claim", outcome.pk,
+                        extra={"action": "lost_race", "partition": lease.id},
+                    )  # fmt: skip
+                if lease.in_flight == 0:
+                    lease.idle_until = 0.0
+            self.wake.set()
+            w.leasekeeper.wake.set()
+
+    async def drain(self, grace: float) -> None:
+        """Wait up to ``grace`` seconds for calls in flight, then cancel the rest."""
+        if self.tasks:
+            _, pending = await asyncio.wait(set(self.tasks), timeout=grace)
+            for task in pending:
+                task.cancel()
+            if pending:
+                await asyncio.gather(*pending, return_exceptions=True)
+                self.w.log.warning(
+                    "%d processor call(s) cancelled after the grace period", len(pending),
+                    extra={"action": "grace_exceeded"},
+                )  # fmt: skip

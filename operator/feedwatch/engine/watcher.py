@@ -1,0 +1,195 @@
+"""The :class:`Watcher`: one engine instance working one feed."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import signal
+import socket
+import uuid
+from collections.abc import Callable, Coroutine
+from concurrent.futures import ThreadPoolExecutor
+from functools import partial
+from typing import Any, TypeVar
+
+from sqlalchemy.exc import DBAPIError
+
+from feedwatch.engine.clock import DatabaseClock
+from feedwatch.engine.dispatching import Dispatcher
+from feedwatch.engine.leasing import Lease, LeaseKeeper
+from feedwatch.errors import DatabaseUnavailableError
+from feedwatch.observability.logging import FeedLogger
+from feedwatch.observability.metrics import Metrics
+from feedwatch.processors.base import Processor
+from feedwatch.settings import WatcherSettings
+from feedwatch.store import Store
+
+T = TypeVar("T")
+
+
+def new_owner_id() -> str:
+    """Unique per process start: a restarted pod never inherits the leases of the one that died."""
+    return f"{socket.gethostname()[:40]}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+
+
+class Watcher:
+    """Leases partitions of ``feed`` and feeds their items to ``processor``.
+
+    ``start()`` and ``stop()`` are safe to call twice. ``run()`` starts, waits
+    for SIGTERM/SIGINT (or :meth:`request_stop`), and stops gracefully: stop
+    taking work, let in-flight items finish within the grace period, commit,
+    release every lease and remove the heartbeat.
+    """
+
+    def __init__(
+        self,
+        store: Store,
+        feed: str,
+        processor: Processor,
+        settings: WatcherSettings | None = None,
+        *,
+        owner: str | None = None,
+        metrics: Metrics | None = None,
+    ) -> None:
+        self.store = store
+        self.feed = feed
+        self.processor = processor
+        self.settings = settings or WatcherSettings()
+        self.owner = owner or new_owner_id()
+        self.metrics = metrics or Metrics(feed)
+        self.clock = DatabaseClock(store.now)
+        self.leases: dict[int, Lease] = {}
+        self.feed_settings = store.load_feed(feed)
+        self.log = FeedLogger(logging.getLogger("feedwatch.engine"), {"feed": feed, "owner": self.owner})
+        self.dispatcher = Dispatcher(self)
+        self.leasekeeper = LeaseKeeper(self)
+        self.stopping = False
+        self._executor = ThreadPoolExecutor(max_workers=4, thread_name_prefix="feedwatch-db")
+        self._tasks: list[asyncio.Task[None]] = []
+        self._started = False
+        self._stopped = asyncio.Event()
+        self._stop_requested = asyncio.Event()
+        self._failure: BaseException | None = None
+        self._db_trouble_logged = 0.0
+
+    # -- lifecycle ----------------------------------------------------------
+
+    async def start(self) -> None:
+        if self._started:
+            return
+        self._started = True
+        await self.db(self.clock.sync)
+        self.log.info("watcher %s started", self.owner, extra={"action": "watcher_started"})
+        self._spawn(self.leasekeeper.run(), "leasing")
+        self._spawn(self.dispatcher.pump(), "dispatching")
+        self._spawn(self.dispatcher.committer(), "committing")
+
+    async def stop(self) -> None:
+        if not self._started or self._stopped.is_set():
+            return
+        if self.stopping:
+            await self._stopped.wait()
+            return
+        self.stopping = True
+        self.dispatcher.wake.set()
+        self.leasekeeper.wake.set()
+        await self.dispatcher.drain(self.settings.grace_period)
+        committer = next((t for t in self._tasks if t.get_name().endswith("committing")), None)
+        if committer is not None and not committer.done():
+            try:
+                await asyncio.wait_for(asyncio.shield(committer), timeout=self.settings.grace_period + 5)
+            except (TimeoutError, Exception):  # noqa: S110 - logged by the guard
+                pass
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        try:
+            await self.leasekeeper.release_all()
+        except Exception as error:
+            if not self.is_database_trouble(error):
+                raise
+            self.log.warning("could not release leases: %s", error, extra={"action": "release_failed"})
+        self._executor.shutdown(wait=False)
+        self.log.info("watcher %s stopped", self.owner, extra={"action": "watcher_stopped"})
+        self._stopped.set()
+
+    def request_stop(self) -> None:
+        self._stop_requested.set()
+
+    async def run(self, *, handle_signals: bool = True) -> None:
+        """Run until asked to stop (SIGTERM, SIGINT, :meth:`request_stop`) or a task fails."""
+        loop = asyncio.get_running_loop()
+        if handle_signals:
+            for sig in (signal.SIGTERM, signal.SIGINT):
+                loop.add_signal_handler(sig, self.request_stop)
+        try:
+            await self.start()
+            await self._stop_requested.wait()
+        finally:
+            await self.stop()
+            if handle_signals:
+                for sig in (signal.SIGTERM, signal.SIGINT):
+                    loop.remove_signal_handler(sig)
+        if self._failure is not None:
+            raise self._failure
+
+    async def __aenter__(self) -> Watcher:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *_: object) -> None:
+        await self.stop()
+
+    # -- services for the engine's parts ----------------------------------
+
+    async def db(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+        """Run a blocking store call on the watcher's database threads."""
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._executor, partial(fn, *args, **kwargs))
+
+    async def sleep(self, seconds: float) -> None:
+        await asyncio.sleep(seconds)
+
+    def drop(self, lease: Lease, action: str, message: str) -> None:
+        """Forget a lease locally (the database side was already written or lost)."""
+        if lease.dropped:
+            return
+        lease.dropped = True
+        self.leases.pop(lease.pk, None)
+        self.metrics.leases.set(len(self.leases))
+        self.event(lease, action, message)
+
+    def event(self, lease: Lease, action: str, message: str) -> None:
+        self.log.info(message, extra={"action": action, "partition": lease.id, "gate": lease.gate})
+
+    @staticmethod
+    def is_database_trouble(error: BaseException) -> bool:
+        return isinstance(error, DatabaseUnavailableError | DBAPIError)
+
+    def log_database_trouble(self, error: BaseException) -> None:
+        mono = self.clock.monotonic()
+        if mono - self._db_trouble_logged > 5:
+            self._db_trouble_logged = mono
+            self.log.warning(
+                "database trouble, retrying: %s", str(error).splitlines()[0],
+                extra={"action": "database_unavailable"},
+            )  # fmt: skip
+
+    def _spawn(self, coro: Coroutine[Any, Any, None], name: str) -> None:
+        task = asyncio.create_task(coro, name=f"feedwatch:{self.owner}:{name}")
+        task.add_done_callback(self._guard)
+        self._tasks.append(task)
+
+    def _guard(self, task: asyncio.Task[None]) -> None:
+        """A side task that dies stops the watcher rather than leaving it limping."""
+        if task.cancelled():
+            return
+        error = task.exception()
+        if error is not None and self._failure is None:
+            self._failure = error
+            self.log.error(
+                "task %s failed; stopping", task.get_name(), exc_info=error,
+                extra={"action": "watcher_failed"},
+            )  # fmt: skip
+            self.request_stop()

@@ -1,0 +1,221 @@
+"""The producer API: :class:`Feed` enqueues work, reads it back, and steers it."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from collections.abc import Iterable, Iterator, Mapping
+from dataclasses import fields
+from datetime import datetime, timedelta
+from typing import Any
+
+from feedwatch.errors import ConfigurationError, FeedwatchError, PayloadError
+from feedwatch.settings import FeedSettings
+from feedwatch.store import Store
+from feedwatch.store.producing import EnqueueResult, NewItem
+from feedwatch.store.records import HistoryRow, ItemRow, PartitionRow, PartitionSummary
+
+JSON = "application/json"
+OCTETS = "application/octet-stream"
+MAX_ID = 200
+
+
+def _store(target: Store | str) -> Store:
+    return Store.open(target) if isinstance(target, str) else target
+
+
+def _check_id(kind: str, value: Any) -> str:
+    if not isinstance(value, str) or not value or len(value) > MAX_ID:
+        raise PayloadError(f"{kind} id must be a non-empty string of at most {MAX_ID} characters, not {value!r}")
+    return value
+
+
+def encode_item(item_id: str, data: Any, content_type: str | None, limit: int) -> NewItem:
+    """Validate and encode one item; the error names the item."""
+    _check_id("item", item_id)
+    if isinstance(data, bytes | bytearray | memoryview):
+        raw: bytes | None = bytes(data)
+        ctype = content_type or OCTETS
+    else:
+        try:
+            raw = json.dumps(data, separators=(",", ":"), allow_nan=False).encode()
+        except (TypeError, ValueError) as e:
+            raise PayloadError(
+                f"item {item_id!r}: data must be bytes or JSON-serialisable ({e}); nothing was enqueued"
+            ) from None
+        ctype = content_type or JSON
+    if raw is not None and len(raw) > limit:
+        raise PayloadError(
+            f"item {item_id!r} is {len(raw)} bytes, over the feed's limit of {limit} bytes "
+            "(max_item_bytes); nothing was enqueued"
+        )
+    digest = hashlib.sha256(ctype.encode() + b"\0" + (raw or b"")).hexdigest()
+    return NewItem(item_id, raw, ctype, digest)
+
+
+class Feed:
+    """A named stream of work in a database: enqueue, read back, steer.
+
+    ``Feed.create(url, "resumes")`` creates the feed (or opens it);
+    ``Feed(url, "resumes")`` opens an existing one.
+    """
+
+    def __init__(self, store: Store | str, name: str) -> None:
+        self.store = _store(store)
+        self.name = name
+        self.store.load_feed(name)  # raises FeedNotFoundError with a hint
+
+    @classmethod
+    def create(
+        cls, store: Store | str, name: str, settings: FeedSettings | None = None, **changes: Any
+    ) -> Feed:
+        """Create the feed with ``settings`` (and keyword changes); open it if it exists."""
+        st = _store(store)
+        _check_id("feed", name)
+        settings = _settings(settings or FeedSettings(), changes)
+        st.save_feed(name, settings, st.now(), create_only=True)
+        return cls(st, name)
+
+    @property
+    def settings(self) -> FeedSettings:
+        return self.store.load_feed(self.name)
+
+    def update(self, **changes: Any) -> FeedSettings:
+        """Change feed settings; every watcher picks them up at its next renewal."""
+        settings = _settings(self.settings, changes)
+        self.store.save_feed(self.name, settings, self.store.now(), create_only=False)
+        return settings
+
+    def pause(self) -> None:
+        self.update(paused=True)
+
+    def resume(self) -> None:
+        self.update(paused=False)
+
+    # -- enqueue ------------------------------------------------------------
+
+    def enqueue(
+        self,
+        partition: str,
+        items: Mapping[str, Any] | Iterable[tuple[str, Any]],
+        *,
+        gate: int | None = None,
+        not_before: datetime | None = None,
+        content_type: str | None = None,
+    ) -> EnqueueResult:
+        """Add items (``{id: data}`` or ``[(id, data), ...]``) to a partition, creating it if new.
+
+        ``gate`` defaults to the partition's current gate; a lower one is refused.
+        ``not_before`` (naive UTC) delays the items. Idempotent: the same id and
+        payload again is a no-op; a different payload raises ``ConflictError``.
+        Everything is validated before anything is written.
+        """
+        _check_id("partition", partition)
+        if gate is not None and (not isinstance(gate, int) or gate < 0):
+            raise PayloadError(f"gate must be a non-negative integer, not {gate!r}")
+        limit = self.settings.max_item_bytes
+        pairs = items.items() if isinstance(items, Mapping) else items
+        encoded = [encode_item(i, d, content_type, limit) for i, d in pairs]
+        seen: set[str] = set()
+        for item in encoded:
+            if item.id in seen:
+                raise PayloadError(f"item {item.id!r} appears twice in one enqueue; nothing was enqueued")
+            seen.add(item.id)
+        now = self.store.now()
+        due = max(now, not_before) if not_before else now
+        return self.store.enqueue(
+            self.name, partition, encoded, gate, due, now, self.settings.history
+        )
+
+    # -- reading ------------------------------------------------------------
+
+    def partition(self, partition: str) -> PartitionRow:
+        return self.store.partition(self.name, partition)
+
+    def partitions(self, *, status: str | None = None, limit: int = 1000) -> list[PartitionRow]:
+        return self.store.partitions(self.name, status=status, limit=limit)
+
+    def items(
+        self,
+        partition: str,
+        *,
+        gate: int | None = None,
+        status: str | None = None,
+        after: int | None = None,
+        limit: int = 100,
+    ) -> list[ItemRow]:
+        """One page of items, oldest first; pass the last row's ``pk`` as ``after`` for the next."""
+        pk = self.partition(partition).pk
+        return self.store.items(pk, gate=gate, status=status, after=after, limit=limit)
+
+    def iter_items(
+        self, partition: str, *, gate: int | None = None, status: str | None = None, page: int = 1000
+    ) -> Iterator[ItemRow]:
+        """Every matching item, read page by page."""
+        pk = self.partition(partition).pk
+        after: int | None = None
+        while True:
+            rows = self.store.items(pk, gate=gate, status=status, after=after, limit=page)
+            yield from rows
+            if len(rows) < page:
+                return
+            after = rows[-1].pk
+
+    def status(self, partition: str) -> PartitionSummary:
+        """Counts per status and gate, and the failed items with their errors."""
+        return self.store.summary(self.name, partition)
+
+    def history(self, partition: str) -> list[HistoryRow]:
+        return self.store.history(self.partition(partition).pk)
+
+    def backlog(self) -> int:
+        return self.store.backlog(self.name, self.store.now())
+
+    def wait(self, partition: str, *, timeout: float | None = None, interval: float = 0.2) -> PartitionRow:
+        """Block until the partition is complete or failed; return it."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            row = self.partition(partition)
+            if row.status in ("complete", "failed"):
+                return row
+            if deadline is not None and time.monotonic() > deadline:
+                raise TimeoutError(f"partition {partition!r} is still {row.status} after {timeout} s")
+            time.sleep(interval)
+
+    # -- steering -------------------------------------------------------------
+
+    def retry(self, partition: str | None = None) -> int:
+        """Re-drive failed items of one partition (or of the whole feed); returns how many."""
+        return self.store.redrive(self.name, partition, self.store.now(), self.settings.history)
+
+    def set_gate(self, partition: str, gate: int) -> int:
+        """Move a partition's gate by hand (manual checkpoint); returns the old gate."""
+        if not isinstance(gate, int) or gate < 0:
+            raise PayloadError(f"gate must be a non-negative integer, not {gate!r}")
+        return self.store.move_gate(self.name, partition, gate, self.store.now(), self.settings.history)
+
+    def cancel(self, partition: str) -> int:
+        return self.store.cancel(self.name, partition, self.store.now(), self.settings.history)
+
+    def delete(self, partition: str) -> int:
+        return self.store.delete_partition(self.name, partition)
+
+    def purge(self, older_than: timedelta, *, partitions: bool = True, history: bool = True) -> tuple[int, int]:
+        """Delete complete partitions and history older than ``older_than``."""
+        return self.store.purge(
+            self.name, self.store.now() - older_than, partitions=partitions, history=history
+        )
+
+
+def _settings(base: FeedSettings, changes: Mapping[str, Any]) -> FeedSettings:
+    known = {f.name for f in fields(FeedSettings)}
+    unknown = set(changes) - known
+    if unknown:
+        raise ConfigurationError(
+            f"unknown feed setting(s) {', '.join(sorted(unknown))}; known: {', '.join(sorted(known))}"
+        )
+    try:
+        return base.replace(**changes)
+    except TypeError as e:
+        raise FeedwatchError(str(e)) from None

@@ -1,0 +1,254 @@
+"""Settings: one dataclass per concern, every field with its unit.
+
+A setting has one name everywhere: the dataclass field, the CLI flag
+(``--poll-interval``), the environment variable (``FEEDWATCH_POLL_INTERVAL``)
+and the FeedWatcher field. :data:`SETTINGS_TABLE` in ``docs/settings.md`` is
+generated from these dataclasses. Validation lives here and nowhere else.
+
+Feed settings are stored in the feed's row so every watcher of the feed agrees
+on them; watcher settings are local to one process.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields
+from typing import Any, Literal
+
+from feedwatch.errors import ConfigurationError
+
+FailurePolicy = Literal["block", "skip"]
+LogFormat = Literal["text", "json"]
+ENV_PREFIX = "FEEDWATCH_"
+
+
+def _doc(text: str, unit: str = "", scope: str = "watcher") -> dict[str, str]:
+    return {"doc": text, "unit": unit, "scope": scope}
+
+
+@dataclass(frozen=True)
+class FeedSettings:
+    """Behaviour every watcher of a feed agrees on; stored in the feed row."""
+
+    auto_close: bool = field(
+        default=True,
+        metadata=_doc("Mark a partition complete once all its items are complete.", "", "feed"),
+    )
+    manual_checkpoint: bool = field(
+        default=False,
+        metadata=_doc("Never advance gates automatically; the producer moves them.", "", "feed"),
+    )
+    max_retries: int = field(
+        default=5,
+        metadata=_doc("Retryable errors allowed per item before it fails; -1 = forever.", "", "feed"),
+    )
+    backoff_base: float = field(
+        default=1.0, metadata=_doc("Shortest delay before a retry.", "s", "feed")
+    )
+    backoff_cap: float = field(
+        default=300.0, metadata=_doc("Longest delay before a retry.", "s", "feed")
+    )
+    failure_policy: FailurePolicy = field(
+        default="block",
+        metadata=_doc(
+            "`block`: a failed item fails its partition at its gate; "
+            "`skip`: the partition goes on and the item stays failed (dead letter).",
+            "",
+            "feed",
+        ),
+    )
+    poll_delay: float = field(
+        default=1.0,
+        metadata=_doc("Delay before calling again an item answered not-done at its gate.", "s", "feed"),
+    )
+    poll_limit: int = field(
+        default=100,
+        metadata=_doc("Not-done answers allowed per item and gate before it fails; 0 = no limit.", "", "feed"),
+    )
+    max_unanswered: int = field(
+        default=3,
+        metadata=_doc(
+            "Dispatches without an answer (watcher died or hung) before the item fails.", "", "feed"
+        ),
+    )
+    max_item_bytes: int = field(
+        default=1_048_576,
+        metadata=_doc("Largest item data accepted from producers and handlers.", "bytes", "feed"),
+    )
+    history: bool = field(
+        default=True,
+        metadata=_doc("Write every item and partition transition to the history table.", "", "feed"),
+    )
+    paused: bool = field(
+        default=False,
+        metadata=_doc("Watchers stop dispatching the feed's items while set.", "", "feed"),
+    )
+
+    def __post_init__(self) -> None:
+        problems = []
+        if self.max_retries < -1:
+            problems.append("max_retries must be -1 (forever) or >= 0")
+        if self.backoff_base <= 0 or self.backoff_cap < self.backoff_base:
+            problems.append("backoff_base must be > 0 and backoff_cap >= backoff_base")
+        if self.failure_policy not in ("block", "skip"):
+            problems.append(f"failure_policy must be 'block' or 'skip', not {self.failure_policy!r}")
+        if self.poll_delay < 0 or self.poll_limit < 0:
+            problems.append("poll_delay and poll_limit must be >= 0")
+        if self.max_unanswered < 1:
+            problems.append("max_unanswered must be >= 1")
+        if self.max_item_bytes < 1:
+            problems.append("max_item_bytes must be >= 1")
+        if problems:
+            raise ConfigurationError("invalid feed settings: " + "; ".join(problems))
+
+    def replace(self, **changes: Any) -> FeedSettings:
+        return dataclasses.replace(self, **changes)
+
+
+@dataclass(frozen=True)
+class WatcherSettings:
+    """Knobs local to one watcher process."""
+
+    concurrency: int = field(default=16, metadata=_doc("Processor calls in flight at once."))
+    batch_size: int = field(default=500, metadata=_doc("Rows per claim or commit statement."))
+    poll_interval: float = field(
+        default=1.0, metadata=_doc("How often an idle watcher looks for work and balances.", "s")
+    )
+    lease_duration: float = field(default=30.0, metadata=_doc("How long a lease lasts.", "s"))
+    renew_interval: float = field(
+        default=0.0, metadata=_doc("How often leases are renewed; 0 = lease_duration / 3.", "s")
+    )
+    lease_margin: float = field(
+        default=0.0,
+        metadata=_doc(
+            "Stop dispatching this long before the lease could expire; 0 = lease_duration / 10.", "s"
+        ),
+    )
+    max_partitions: int = field(
+        default=1000, metadata=_doc("Most partitions one watcher leases at once.")
+    )
+    grace_period: float = field(
+        default=10.0,
+        metadata=_doc("On shutdown or hand-off, how long in-flight items may finish.", "s"),
+    )
+    commit_interval: float = field(
+        default=0.02, metadata=_doc("Longest wait to gather results into one commit.", "s")
+    )
+    handler_timeout: float = field(
+        default=30.0, metadata=_doc("Deadline of one processor call (read timeout for HTTP).", "s")
+    )
+    handler_connect_timeout: float = field(
+        default=5.0, metadata=_doc("Connect timeout of the HTTP processor.", "s")
+    )
+    handler_headers: str = field(
+        default="",
+        metadata=_doc(
+            "Extra HTTP headers for the handler, `Name: value` pairs separated by newlines "
+            "(secret: never logged)."
+        ),
+    )
+    handler_health_path: str = field(
+        default="", metadata=_doc("Path on the handler that /readyz checks; empty = none.")
+    )
+    handler_max_body: int = field(
+        default=16_777_216, metadata=_doc("Largest handler response read.", "bytes")
+    )
+    health_port: int = field(
+        default=8080, metadata=_doc("Port of /healthz, /readyz and /metrics; 0 = off.")
+    )
+    log_format: LogFormat = field(default="text", metadata=_doc("`text` or `json`."))
+    log_level: str = field(default="INFO", metadata=_doc("Python logging level."))
+
+    def __post_init__(self) -> None:
+        problems = []
+        if self.concurrency < 1:
+            problems.append("concurrency must be >= 1")
+        if not 1 <= self.batch_size <= 5000:
+            problems.append("batch_size must be between 1 and 5000")
+        if self.lease_duration <= 0 or self.poll_interval <= 0:
+            problems.append("lease_duration and poll_interval must be > 0")
+        if self.renew_interval < 0 or self.renewal_period >= self.lease_duration:
+            problems.append("renew_interval must be shorter than lease_duration")
+        if self.margin >= self.lease_duration - self.renewal_period:
+            problems.append("lease_margin must leave time between renewals")
+        if self.max_partitions < 1:
+            problems.append("max_partitions must be >= 1")
+        if self.grace_period < 0 or self.handler_timeout <= 0:
+            problems.append("grace_period must be >= 0 and handler_timeout > 0")
+        if self.log_format not in ("text", "json"):
+            problems.append(f"log_format must be 'text' or 'json', not {self.log_format!r}")
+        if problems:
+            raise ConfigurationError("invalid watcher settings: " + "; ".join(problems))
+
+    @property
+    def renewal_period(self) -> float:
+        return self.renew_interval or self.lease_duration / 3
+
+    @property
+    def margin(self) -> float:
+        return self.lease_margin or self.lease_duration / 10
+
+    def replace(self, **changes: Any) -> WatcherSettings:
+        return dataclasses.replace(self, **changes)
+
+
+def env_name(name: str) -> str:
+    """The environment variable of a setting: ``FEEDWATCH_`` + upper case."""
+    return ENV_PREFIX + name.upper()
+
+
+def flag_name(name: str) -> str:
+    """The CLI flag of a setting: ``--`` + dashes."""
+    return "--" + name.replace("_", "-")
+
+
+def coerce(cls: type[Any], name: str, raw: str) -> Any:
+    """Parse a string (flag or variable) into the type of ``cls.name``."""
+    default = {f.name: f.default for f in fields(cls)}[name]
+    try:
+        if isinstance(default, bool):
+            lowered = raw.strip().lower()
+            if lowered in ("1", "true", "yes", "on"):
+                return True
+            if lowered in ("0", "false", "no", "off"):
+                return False
+            raise ValueError(raw)
+        if isinstance(default, int):
+            return int(raw)
+        if isinstance(default, float):
+            return float(raw)
+    except ValueError:
+        raise ConfigurationError(
+            f"{name} = {raw!r} is not a valid {type(default).__name__}"
+        ) from None
+    return raw
+
+
+def from_environment(
+    cls: type[Any], env: Mapping[str, str] | None = None, **overrides: Any
+) -> Any:
+    """Build ``cls`` from ``FEEDWATCH_*`` variables; explicit overrides win."""
+    env = os.environ if env is None else env
+    values: dict[str, Any] = {}
+    for f in fields(cls):
+        if overrides.get(f.name) is not None:
+            values[f.name] = overrides[f.name]
+        elif env_name(f.name) in env:
+            values[f.name] = coerce(cls, f.name, env[env_name(f.name)])
+    return cls(**values)
+
+
+def settings_table() -> str:
+    """The Markdown table of every setting, for the docs."""
+    rows = ["| setting | flag | variable | unit | default | scope | meaning |", "|---|---|---|---|---|---|---|"]
+    for cls in (FeedSettings, WatcherSettings):
+        for f in fields(cls):
+            meta = f.metadata
+            name = f.name if cls is WatcherSettings else "feed_" + f.name
+            rows.append(
+                f"| `{f.name}` | `{flag_name(name)}` | `{env_name(name)}` | {meta.get('unit', '')} "
+                f"| `{f.default!r}` | {meta.get('scope', 'watcher')} | {meta.get('doc', '')} |"
+            )
+    return "\n".join(rows)

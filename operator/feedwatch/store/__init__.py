@@ -1,0 +1,33 @@
+"""The store: all SQL of feedwatch behind methods named by intent.
+
+The engine and the producer API never build SQL; dialect differences live in
+:mod:`feedwatch.store.dialects`.
+"""
+
+from feedwatch.store.connection import connect
+from feedwatch.store.migrating import current_revision, head_revision, migrate
+from feedwatch.store.records import (
+    Claimed,
+    HistoryRow,
+    ItemOutcome,
+    ItemRow,
+    LeaseRow,
+    PartitionRow,
+    PartitionSummary,
+)
+from feedwatch.store.store import Store
+
+__all__ = [
+    "Claimed",
+    "HistoryRow",
+    "ItemOutcome",
+    "ItemRow",
+    "LeaseRow",
+    "PartitionRow",
+    "PartitionSummary",
+    "Store",
+    "connect",
+    "current_revision",
+    "head_revision",
+    "migrate",
+]

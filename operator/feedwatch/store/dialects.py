@@ -1,0 +1,143 @@
+"""What differs between SQLite, MariaDB and PostgreSQL, in one place."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from sqlalchemy import exc, text
+from sqlalchemy.engine import Connection, Engine
+
+SUPPORTED = {
+    "sqlite": "sqlite:///path/to/feed.db",
+    "mysql": "mysql+pymysql://user:password@host:3306/database",
+    "mariadb": "mariadb+pymysql://user:password@host:3306/database",
+    "postgresql": "postgresql+psycopg://user:password@host:5432/database",
+}
+
+# MariaDB: 1213 deadlock, 1205 lock wait timeout. PostgreSQL: 40001 serialization, 40P01 deadlock.
+_MYSQL_TRANSIENT = {1213, 1205}
+_MYSQL_READ_ONLY = {1290, 1836}
+_PG_TRANSIENT = {"40001", "40P01"}
+_PG_READ_ONLY = {"25006"}
+
+
+def name(engine: Engine | Connection) -> str:
+    """``sqlite``, ``mysql`` (also for MariaDB) or ``postgresql``."""
+    return engine.dialect.name if engine.dialect.name != "mariadb" else "mysql"
+
+
+def is_transient(error: BaseException) -> bool:
+    """A deadlock, lock wait timeout or serialization failure: retry the transaction."""
+    orig = getattr(error, "orig", None)
+    if orig is None:
+        return False
+    args = getattr(orig, "args", ())
+    if args and isinstance(args[0], int) and args[0] in _MYSQL_TRANSIENT:
+        return True
+    sqlstate = getattr(orig, "sqlstate", None)
+    if sqlstate in _PG_TRANSIENT:
+        return True
+    return "database is locked" in str(orig)
+
+
+def is_read_only(error: BaseException) -> bool:
+    """The database refuses writes for now (e.g. ``read_only`` on MariaDB)."""
+    orig = getattr(error, "orig", None)
+    args = getattr(orig, "args", ())
+    if args and isinstance(args[0], int) and args[0] in _MYSQL_READ_ONLY:
+        return True
+    return getattr(orig, "sqlstate", None) in _PG_READ_ONLY or "readonly database" in str(orig)
+
+
+def is_disconnect(error: BaseException) -> bool:
+    """The connection broke: the outcome of an in-flight COMMIT is unknown."""
+    if isinstance(error, exc.DBAPIError) and error.connection_invalidated:
+        return True
+    return isinstance(error, exc.OperationalError | exc.InterfaceError) and not (
+        is_transient(error) or is_read_only(error)
+    )
+
+
+def now_sql(dialect: str) -> str:
+    """A query for the database's clock in UTC."""
+    if dialect == "mysql":
+        return "SELECT UTC_TIMESTAMP(6)"
+    if dialect == "postgresql":
+        return "SELECT clock_timestamp() AT TIME ZONE 'UTC'"
+    raise ValueError(dialect)
+
+
+def rows_source(dialect: str, columns: Sequence[str], count: int, casts: dict[str, str]) -> str:
+    """A derived table of ``count`` rows of bound parameters ``:c_i``, aliased ``v``.
+
+    Multi-row UPDATE statements join it on primary key and version, so one
+    statement writes a whole batch, each row with its own values.
+    """
+    if dialect == "mysql":
+        selects = []
+        for i in range(count):
+            cols = ", ".join(f":{c}_{i} AS {c}" if i == 0 else f":{c}_{i}" for c in columns)
+            selects.append(f"SELECT {cols}")
+        return "(" + " UNION ALL ".join(selects) + ") AS v"
+    rows = []
+    if dialect == "sqlite":
+        # SQLite names VALUES columns column1, column2, ...: rename them.
+        values = ", ".join(
+            "(" + ", ".join(f":{c}_{i}" for c in columns) + ")" for i in range(count)
+        )
+        renamed = ", ".join(f"column{n + 1} AS {c}" for n, c in enumerate(columns))
+        return f"(SELECT {renamed} FROM (VALUES {values})) AS v"
+    for i in range(count):
+        vals = []
+        for c in columns:
+            cast = casts.get(c) if dialect == "postgresql" else None
+            vals.append(f"CAST(:{c}_{i} AS {cast})" if cast else f":{c}_{i}")
+        rows.append("(" + ", ".join(vals) + ")")
+    return "(VALUES " + ", ".join(rows) + ") AS v(" + ", ".join(columns) + ")"
+
+
+def update_from(
+    dialect: str,
+    table: str,
+    assignments: str,
+    source: str,
+    join: str,
+    where: str = "",
+) -> str:
+    """``UPDATE table SET ... FROM source WHERE join`` in the dialect's syntax."""
+    extra = f" AND {where}" if where else ""
+    if dialect == "mysql":
+        return f"UPDATE {table} JOIN {source} ON {join} SET {assignments} WHERE 1=1{extra}"
+    return f"UPDATE {table} SET {assignments} FROM {source} WHERE {join}{extra}"
+
+
+def bind_rows(columns: Sequence[str], rows: Sequence[Sequence[Any]]) -> dict[str, Any]:
+    """Parameters for :func:`rows_source`."""
+    params: dict[str, Any] = {}
+    for i, row in enumerate(rows):
+        for c, value in zip(columns, row, strict=True):
+            params[f"{c}_{i}"] = value
+    return params
+
+
+def acquire_lock(conn: Connection, key: str, timeout: float) -> None:
+    """Take a database-wide advisory lock (migrations), waiting up to ``timeout``."""
+
+    dialect = name(conn)
+    if dialect == "mysql":
+        got = conn.execute(text("SELECT GET_LOCK(:k, :t)"), {"k": key, "t": int(timeout)}).scalar()
+        if got != 1:
+            raise TimeoutError(f"could not take the database lock {key!r} in {timeout:.0f} s")
+    elif dialect == "postgresql":
+        conn.execute(text("SELECT set_config('lock_timeout', :t, false)"), {"t": f"{int(timeout * 1000)}ms"})
+        conn.execute(text("SELECT pg_advisory_lock(hashtext(:k))"), {"k": key})
+
+
+def release_lock(conn: Connection, key: str) -> None:
+
+    dialect = name(conn)
+    if dialect == "mysql":
+        conn.execute(text("SELECT RELEASE_LOCK(:k)"), {"k": key})
+    elif dialect == "postgresql":
+        conn.execute(text("SELECT pg_advisory_unlock(hashtext(:k))"), {"k": key})

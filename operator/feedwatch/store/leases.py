@@ -1,0 +1,270 @@
+"""Queries for leases, heartbeats and balancing.
+
+Lease writes are fenced by the owner, never by a version: producers bump the
+partition's version on every enqueue, and that must never cost the owner its
+lease. Taking an expired lease is fenced by what was read (``owner`` and
+``lease_until``), so two watchers never both take it.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import and_, bindparam, delete, func, insert, select, update
+from sqlalchemy.engine import Connection
+
+from feedwatch.store.base import StoreBase
+from feedwatch.store.records import LeaseRow
+
+
+class LeaseQueries(StoreBase):
+    def _lease_rows(self, conn: Connection, feed: str, owner: str) -> list[LeaseRow]:
+        p = self.tables.partitions
+        query = select(
+            p.c.pk, p.c.id, p.c.status, p.c.gate, p.c.lease_epoch, p.c.lease_until, p.c.steal_by
+        ).where(p.c.feed == feed, p.c.owner == owner, p.c.status == "available")
+        return [LeaseRow(*row) for row in conn.execute(query)]
+
+    def _lease_history(
+        self, conn: Connection, feed: str, rows: list[dict[str, Any]], now: datetime
+    ) -> None:
+        if rows:
+            conn.execute(insert(self.tables.history), [{"feed": feed, "at": now, **r} for r in rows])
+
+    def acquire_leases(
+        self, feed: str, owner: str, now: datetime, until: datetime, limit: int, history: bool
+    ) -> list[LeaseRow]:
+        """Take up to ``limit`` due partitions that are free or whose lease expired."""
+        p = self.tables.partitions
+
+        def work(conn: Connection) -> list[LeaseRow]:
+            candidates = conn.execute(
+                select(p.c.pk, p.c.owner, p.c.lease_until, p.c.version, p.c.gate)
+                .where(
+                    p.c.feed == feed,
+                    p.c.status == "available",
+                    p.c.ready_at <= now,
+                    (p.c.owner.is_(None)) | (p.c.lease_until < now),
+                )
+                .order_by(p.c.ready_at)
+                .limit(limit)
+            ).all()
+            won: list[int] = []
+            events: list[dict[str, Any]] = []
+            for pk, previous, lease_until, version, gate in candidates:
+                fence = (
+                    p.c.owner.is_(None)
+                    if previous is None
+                    else and_(p.c.owner == previous, p.c.lease_until == lease_until)
+                )
+                result = conn.execute(
+                    update(p)
+                    .where(p.c.pk == pk, p.c.status == "available", fence)
+                    .values(
+                        owner=owner,
+                        lease_until=until,
+                        lease_epoch=p.c.lease_epoch + 1,
+                        steal_by=None,
+                    )
+                )
+                if result.rowcount == 1:
+                    won.append(pk)
+                    events.append(
+                        {
+                            "partition_pk": pk,
+                            "event": "lease_acquired" if previous is None else "lease_taken",
+                            "from_version": version,
+                            "from_status": "available",
+                            "to_status": "available",
+                            "gate": gate,
+                            "owner": owner,
+                            "message": None if previous is None else f"expired lease of {previous}",
+                        }
+                    )
+            if history:
+                self._lease_history(conn, feed, events, now)
+            return [r for r in self._lease_rows(conn, feed, owner) if r.pk in set(won)]
+
+        return self.transaction(work)
+
+    def renew_leases(self, feed: str, owner: str, until: datetime) -> list[LeaseRow]:
+        """Extend every lease ``owner`` holds; the rows returned are exactly those it holds."""
+        p = self.tables.partitions
+
+        def work(conn: Connection) -> list[LeaseRow]:
+            conn.execute(
+                update(p)
+                .where(p.c.feed == feed, p.c.owner == owner, p.c.status == "available")
+                .values(lease_until=until)
+            )
+            return self._lease_rows(conn, feed, owner)
+
+        return self.transaction(work)
+
+    def release_leases(
+        self, feed: str, owner: str, pks: list[int], now: datetime, history: bool
+    ) -> int:
+        """Give up leases (shutdown, idle partitions); others may take them at once."""
+        if not pks:
+            return 0
+        p = self.tables.partitions
+
+        def work(conn: Connection) -> int:
+            rows = conn.execute(
+                select(p.c.pk, p.c.version, p.c.gate, p.c.status).where(
+                    p.c.pk.in_(bindparam("pks", expanding=True)), p.c.owner == owner
+                ),
+                {"pks": pks},
+            ).all()
+            conn.execute(
+                update(p)
+                .where(p.c.pk.in_(bindparam("pks", expanding=True)), p.c.owner == owner)
+                .values(owner=None, lease_until=None, steal_by=None),
+                {"pks": [r.pk for r in rows]},
+            )
+            if history:
+                self._lease_history(
+                    conn,
+                    feed,
+                    [
+                        {
+                            "partition_pk": r.pk,
+                            "event": "lease_released",
+                            "from_version": r.version,
+                            "from_status": r.status,
+                            "to_status": r.status,
+                            "gate": r.gate,
+                            "owner": owner,
+                        }
+                        for r in rows
+                    ],
+                    now,
+                )
+            return len(rows)
+
+        return self.transaction(work)
+
+    def hand_off(
+        self, feed: str, owner: str, pk: int, to: str, now: datetime, until: datetime, history: bool
+    ) -> bool:
+        """Give a partition straight to the watcher that asked for it (a steal)."""
+        p = self.tables.partitions
+
+        def work(conn: Connection) -> bool:
+            row = conn.execute(select(p.c.version, p.c.gate).where(p.c.pk == pk)).first()
+            result = conn.execute(
+                update(p)
+                .where(p.c.pk == pk, p.c.owner == owner, p.c.steal_by == to)
+                .values(
+                    owner=to, lease_until=until, lease_epoch=p.c.lease_epoch + 1, steal_by=None
+                )
+            )
+            if result.rowcount == 1 and history and row is not None:
+                self._lease_history(
+                    conn,
+                    feed,
+                    [
+                        {
+                            "partition_pk": pk,
+                            "event": "lease_handed_off",
+                            "from_version": row.version,
+                            "from_status": "available",
+                            "to_status": "available",
+                            "gate": row.gate,
+                            "owner": to,
+                            "message": f"from {owner}",
+                        }
+                    ],
+                    now,
+                )
+            return bool(result.rowcount == 1)
+
+        return self.transaction(work)
+
+    def request_steal(self, feed: str, thief: str, victim: str) -> int | None:
+        """Ask ``victim`` to hand one of its partitions over at its next renewal."""
+        p = self.tables.partitions
+
+        def work(conn: Connection) -> int | None:
+            pk = conn.execute(
+                select(p.c.pk)
+                .where(
+                    p.c.feed == feed,
+                    p.c.owner == victim,
+                    p.c.status == "available",
+                    p.c.steal_by.is_(None),
+                )
+                .limit(1)
+            ).scalar()
+            if pk is None:
+                return None
+            result = conn.execute(
+                update(p)
+                .where(p.c.pk == pk, p.c.owner == victim, p.c.steal_by.is_(None))
+                .values(steal_by=thief)
+            )
+            return int(pk) if result.rowcount == 1 else None
+
+        return self.transaction(work)
+
+    def owner_loads(self, feed: str, now: datetime) -> dict[str, int]:
+        """Partitions held per live lease owner."""
+        p = self.tables.partitions
+        query = (
+            select(p.c.owner, func.count())
+            .where(
+                p.c.feed == feed,
+                p.c.owner.is_not(None),
+                p.c.status == "available",
+                p.c.lease_until > now,
+            )
+            .group_by(p.c.owner)
+        )
+        return self.transaction(lambda c: {o: int(n) for o, n in c.execute(query)})
+
+    def count_active(self, feed: str, now: datetime, cap: int) -> int:
+        """Partitions with work due now, counted up to ``cap`` (cost bounded by the cap)."""
+        p = self.tables.partitions
+        due = (
+            select(p.c.pk)
+            .where(p.c.feed == feed, p.c.status == "available", p.c.ready_at <= now)
+            .limit(cap)
+            .subquery()
+        )
+        return self.transaction(lambda c: int(c.execute(select(func.count()).select_from(due)).scalar() or 0))
+
+    # -- heartbeats -------------------------------------------------------
+
+    def heartbeat(
+        self, feed: str, owner: str, host: str, now: datetime, expires: datetime
+    ) -> int:
+        """Record that ``owner`` is alive; drop expired rows; return the live watcher count."""
+        h = self.tables.heartbeats
+
+        def work(conn: Connection) -> int:
+            result = conn.execute(
+                update(h).where(h.c.feed == feed, h.c.owner == owner).values(expires_at=expires)
+            )
+            if result.rowcount == 0:
+                conn.execute(
+                    insert(h).values(
+                        feed=feed, owner=owner, host=host[:200], started_at=now, expires_at=expires
+                    )
+                )
+            conn.execute(delete(h).where(h.c.feed == feed, h.c.expires_at < now))
+            count = conn.execute(
+                select(func.count()).where(h.c.feed == feed, h.c.expires_at >= now)
+            ).scalar()
+            return int(count or 1)
+
+        return self.transaction(work)
+
+    def remove_heartbeat(self, feed: str, owner: str) -> None:
+        h = self.tables.heartbeats
+        self.transaction(lambda c: c.execute(delete(h).where(h.c.feed == feed, h.c.owner == owner)))
+
+    def live_watchers(self, feed: str, now: datetime) -> list[str]:
+        h = self.tables.heartbeats
+        query = select(h.c.owner).where(h.c.feed == feed, h.c.expires_at >= now).order_by(h.c.owner)
+        return self.transaction(lambda c: [r[0] for r in c.execute(query)])

@@ -1,0 +1,395 @@
+"""Queries of the hot path: claiming items, committing results, checkpoints.
+
+Claims and result commits are batched (one UPDATE for up to ``batch_size``
+rows, each row fenced by its own version); the token each statement writes is
+read back, so the engine knows exactly which rows it won.
+"""
+
+from __future__ import annotations
+
+import logging
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import bindparam, func, insert, select, update
+from sqlalchemy.engine import Connection
+
+from feedwatch.errors import DatabaseUnavailableError
+from feedwatch.store.base import StoreBase, bounded, new_token
+from feedwatch.store.records import CheckpointDecision, Claimed, ItemOutcome
+
+log = logging.getLogger("feedwatch.store")
+
+_RESULT_COLUMNS = (
+    "pk", "version", "status", "gate", "set_data", "data", "error",
+    "next_attempt_at", "failures", "polls",
+)  # fmt: skip
+_RESULT_CASTS = {
+    "pk": "BIGINT",
+    "version": "INTEGER",
+    "status": "VARCHAR(16)",
+    "gate": "INTEGER",
+    "set_data": "INTEGER",
+    "data": "BYTEA",
+    "error": "TEXT",
+    "next_attempt_at": "TIMESTAMP",
+    "failures": "INTEGER",
+    "polls": "INTEGER",
+}
+_PK_CASTS = {"pk": "BIGINT", "version": "INTEGER"}
+
+
+class ProcessingQueries(StoreBase):
+    def claim_items(
+        self,
+        feed: str,
+        owner: str,
+        partition_pk: int,
+        epoch: int,
+        gate: int,
+        now: datetime,
+        limit: int,
+        max_unanswered: int,
+        history: bool,
+    ) -> tuple[list[Claimed], int] | None:
+        """Claim up to ``limit`` due items of the partition's gate, oldest first.
+
+        A claim records the attempt (so a crash counts), the lease epoch (so the
+        owner skips what it has in flight, while a new owner may take it), and
+        bumps the version the result must carry. Items dispatched
+        ``max_unanswered`` times without an answer fail here instead.
+        Returns ``None`` if ``owner`` no longer holds the partition, else the
+        claimed items and how many were failed as unanswered.
+        """
+        i, p = self.tables.items, self.tables.partitions
+
+        def work(conn: Connection) -> tuple[list[Claimed], int] | None:
+            held = conn.execute(
+                select(p.c.pk).where(p.c.pk == partition_pk, p.c.owner == owner)
+            ).first()
+            if held is None:
+                return None
+            rows = conn.execute(
+                select(
+                    i.c.pk, i.c.id, i.c.gate, i.c.version, i.c.attempts, i.c.failures,
+                    i.c.polls, i.c.unanswered, i.c.data, i.c.content_type,
+                )  # fmt: skip
+                .where(
+                    i.c.partition_pk == partition_pk,
+                    i.c.status == "available",
+                    i.c.gate == gate,
+                    i.c.next_attempt_at <= now,
+                    i.c.claim_epoch.is_(None) | (i.c.claim_epoch < epoch),
+                )
+                .order_by(i.c.pk)
+                .limit(limit)
+            ).all()
+            if not rows:
+                return [], 0
+            dead = [r for r in rows if r.unanswered >= max_unanswered]
+            live = [r for r in rows if r.unanswered < max_unanswered]
+            token = new_token()
+            won = self.write_rows(
+                conn,
+                i,
+                [
+                    ("attempts", f"{i.name}.attempts + 1"),
+                    ("unanswered", f"{i.name}.unanswered + 1"),
+                    ("claim_epoch", ":epoch"),
+                    ("updated_at", ":now"),
+                ],
+                ("pk", "version"),
+                [(r.pk, r.version) for r in live],
+                _PK_CASTS,
+                {"epoch": epoch, "now": self.ts(now)},
+                token,
+            )
+            dead_won: set[int] = set()
+            if dead:
+                dead_won = self.write_rows(
+                    conn,
+                    i,
+                    [("status", "'failed'"), ("error", ":error"), ("updated_at", ":now")],
+                    ("pk", "version"),
+                    [(r.pk, r.version) for r in dead],
+                    _PK_CASTS,
+                    {
+                        "error": f"dispatched {max_unanswered} times without an answer: "
+                        "its watcher died, hung or lost the lease during each attempt",
+                        "now": self.ts(now),
+                    },
+                    token,
+                )
+            claimed = [
+                Claimed(
+                    pk=r.pk,
+                    id=r.id,
+                    gate=r.gate,
+                    version=r.version + 1,
+                    attempt=r.attempts + 1,
+                    failures=r.failures,
+                    polls=r.polls,
+                    data=r.data,
+                    content_type=r.content_type,
+                )
+                for r in live
+                if r.pk in won
+            ]
+            if history:
+                events = [
+                    {
+                        "item_pk": c.pk, "event": "dispatched", "from_version": c.version - 1,
+                        "from_status": "available", "to_status": "available",
+                        "gate": c.gate, "attempt": c.attempt,
+                    }
+                    for c in claimed
+                ] + [
+                    {
+                        "item_pk": r.pk, "event": "failed", "from_version": r.version,
+                        "from_status": "available", "to_status": "failed", "gate": r.gate,
+                        "attempt": r.attempts, "message": "never answered",
+                    }
+                    for r in dead
+                    if r.pk in dead_won
+                ]  # fmt: skip
+                self._history(conn, feed, partition_pk, owner, now, events)
+            return claimed, len(dead_won)
+
+        return self.transaction(work)
+
+    def commit_results(
+        self,
+        feed: str,
+        owner: str,
+        outcomes: list[ItemOutcome],
+        now: datetime,
+        history: bool,
+    ) -> set[int]:
+        """Write a batch of results; return the pks whose write won.
+
+        A result whose item changed since its claim (another watcher took the
+        partition and re-claimed it, or a user re-drove it) loses and is
+        discarded. If the connection breaks during COMMIT, the outcome is
+        resolved by reading the token back: nothing is applied twice.
+        """
+        if not outcomes:
+            return set()
+        i = self.tables.items
+        token = new_token()
+        rows = [
+            (
+                o.pk, o.version, o.status, o.gate, 1 if o.set_data else 0, o.data,
+                bounded(o.error), o.next_attempt_at, o.failures, o.polls,
+            )
+            for o in outcomes
+        ]  # fmt: skip
+
+        def work(conn: Connection) -> set[int]:
+            won = self.write_rows(
+                conn,
+                i,
+                [
+                    ("status", "v.status"),
+                    ("gate", "v.gate"),
+                    ("data", f"CASE WHEN v.set_data = 1 THEN v.data ELSE {i.name}.data END"),
+                    ("error", "v.error"),
+                    ("next_attempt_at", "v.next_attempt_at"),
+                    ("failures", "v.failures"),
+                    ("polls", "v.polls"),
+                    ("unanswered", "0"),
+                    ("claim_epoch", "NULL"),
+                    ("updated_at", ":now"),
+                ],
+                _RESULT_COLUMNS,
+                rows,
+                _RESULT_CASTS,
+                {"now": self.ts(now)},
+                token,
+            )
+            if history:
+                events = [
+                    {
+                        "partition_pk": o.partition_pk, "item_pk": o.pk, "event": o.kind,
+                        "from_version": o.version, "from_status": "available",
+                        "to_status": o.status, "gate": o.gate, "attempt": o.attempt,
+                        "message": bounded(o.error),
+                    }
+                    for o in outcomes
+                    if o.pk in won
+                ]  # fmt: skip
+                self._history(conn, feed, None, owner, now, events)
+            return won
+
+        try:
+            return self.transaction(work)
+        except DatabaseUnavailableError:
+            # The COMMIT may or may not have reached the database: ask it.
+            pks = [o.pk for o in outcomes]
+            try:
+                won = self.transaction(lambda c: self.read_token(c, i, pks, token))
+            except DatabaseUnavailableError:
+                raise
+            if won:
+                log.info("ambiguous commit resolved as applied (%d rows)", len(won))
+                return won
+            raise
+
+    def evaluate_checkpoint(
+        self,
+        feed: str,
+        owner: str,
+        partition_pk: int,
+        now: datetime,
+        *,
+        auto_close: bool,
+        manual_checkpoint: bool,
+        failure_policy: str,
+        history: bool,
+        hold_for: float,
+    ) -> CheckpointDecision:
+        """Decide what the partition does next, and write it fenced by the version read.
+
+        Called when the owner found nothing to claim at the current gate. The
+        partition row is read (and locked) first, so an enqueue that commits
+        while we decide bumps the version and makes our write lose: the caller
+        then evaluates again with fresh knowledge.
+        """
+        p, i = self.tables.partitions, self.tables.items
+
+        def work(conn: Connection) -> CheckpointDecision:
+            part = conn.execute(
+                select(p.c.gate, p.c.version, p.c.status, p.c.owner)
+                .where(p.c.pk == partition_pk)
+                .with_for_update()
+            ).first()
+            if part is None or part.owner != owner or part.status != "available":
+                return CheckpointDecision("lost", part.gate if part else 0)
+            gate, version = part.gate, part.version
+            available = conn.execute(
+                select(i.c.gate, func.count(), func.min(i.c.next_attempt_at))
+                .where(i.c.partition_pk == partition_pk, i.c.status == "available")
+                .group_by(i.c.gate)
+                .order_by(i.c.gate)
+            ).all()
+            at_gate = [a for a in available if a[0] == gate]
+            if at_gate:
+                due = at_gate[0][2]
+                if due <= now:
+                    return CheckpointDecision("work", gate, due)
+                if (due - now).total_seconds() <= hold_for:
+                    return CheckpointDecision("held", gate, due)
+                return self._write_partition(
+                    conn, feed, owner, partition_pk, version, gate, "waiting", now,
+                    {"ready_at": due, "owner": None, "lease_until": None, "steal_by": None},
+                    history, None,
+                )  # fmt: skip
+            failed = conn.execute(
+                select(i.c.id, i.c.error)
+                .where(i.c.partition_pk == partition_pk, i.c.status == "failed", i.c.gate == gate)
+                .order_by(i.c.pk)
+                .limit(1)
+            ).first()
+            if failed is not None and failed_policy_blocks(failure_policy):
+                message = bounded(f"item {failed.id!r} failed at gate {gate}: {failed.error}")
+                return self._write_partition(
+                    conn, feed, owner, partition_pk, version, gate, "failed", now,
+                    {"status": "failed", "error": message, "ready_at": None,
+                     "owner": None, "lease_until": None, "steal_by": None},
+                    history, message,
+                )  # fmt: skip
+            later = [a for a in available if a[0] > gate]
+            if later:
+                next_gate, _, due = later[0]
+                if manual_checkpoint:
+                    return self._write_partition(
+                        conn, feed, owner, partition_pk, version, gate, "idle", now,
+                        {"ready_at": None, "owner": None, "lease_until": None, "steal_by": None},
+                        history, f"gate {gate} done; manual checkpoint waits for the producer",
+                    )  # fmt: skip
+                return self._write_partition(
+                    conn, feed, owner, partition_pk, version, next_gate, "advanced", now,
+                    {"gate": next_gate, "ready_at": max(due, now)},
+                    history, f"gate {gate} -> {next_gate}",
+                )  # fmt: skip
+            if auto_close:
+                return self._write_partition(
+                    conn, feed, owner, partition_pk, version, gate, "completed", now,
+                    {"status": "complete", "ready_at": None, "owner": None,
+                     "lease_until": None, "steal_by": None, "error": None},
+                    history, None,
+                )  # fmt: skip
+            return self._write_partition(
+                conn, feed, owner, partition_pk, version, gate, "idle", now,
+                {"ready_at": None, "owner": None, "lease_until": None, "steal_by": None},
+                history, None,
+            )  # fmt: skip
+
+        return self.transaction(work)
+
+    def _write_partition(
+        self,
+        conn: Connection,
+        feed: str,
+        owner: str,
+        pk: int,
+        version: int,
+        gate: int,
+        action: Any,
+        now: datetime,
+        values: dict[str, Any],
+        history: bool,
+        message: str | None,
+    ) -> CheckpointDecision:
+        p = self.tables.partitions
+        result = conn.execute(
+            update(p)
+            .where(p.c.pk == pk, p.c.version == version, p.c.owner == owner)
+            .values(version=p.c.version + 1, updated_at=now, token=new_token(), **values)
+        )
+        if result.rowcount != 1:
+            return CheckpointDecision("lost", gate)
+        if history:
+            event = {
+                "waiting": "lease_released", "idle": "lease_released", "advanced": "gate_advanced",
+                "failed": "partition_failed", "completed": "partition_completed",
+            }[action]  # fmt: skip
+            self._history(
+                conn, feed, pk, owner, now,
+                [{"item_pk": None, "event": event, "from_version": version,
+                  "from_status": "available", "to_status": values.get("status", "available"),
+                  "gate": gate, "message": message}],
+            )  # fmt: skip
+        return CheckpointDecision(action, gate, values.get("ready_at"), message)
+
+    def _history(
+        self,
+        conn: Connection,
+        feed: str,
+        partition_pk: int | None,
+        owner: str | None,
+        now: datetime,
+        events: list[dict[str, Any]],
+    ) -> None:
+        """Insert history rows; ``partition_pk`` is the default of rows that lack one."""
+        if events:
+            conn.execute(
+                insert(self.tables.history),
+                [
+                    {"feed": feed, "partition_pk": partition_pk, "owner": owner, "at": now,
+                     "attempt": None, "message": None, **e}
+                    for e in events
+                ],
+            )  # fmt: skip
+
+    def items_in(self, pks: list[int]) -> dict[int, tuple[str, int]]:
+        """Status and version of items (for the engine's own checks and tests)."""
+        i = self.tables.items
+        query = select(i.c.pk, i.c.status, i.c.version).where(
+            i.c.pk.in_(bindparam("pks", expanding=True))
+        )
+        return self.transaction(lambda c: {r[0]: (r[1], r[2]) for r in c.execute(query, {"pks": pks})})
+
+
+def failed_policy_blocks(policy: str) -> bool:
+    """Under ``block`` a failed item stops its partition at its gate."""
+    return policy == "block"

@@ -1,0 +1,135 @@
+"""Plain records the store hands to the engine and the producer API."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Literal
+
+OutcomeKind = Literal["complete", "gate", "poll", "retry", "delay", "fail"]
+
+
+@dataclass(frozen=True)
+class PartitionRow:
+    """A partition as stored."""
+
+    pk: int
+    feed: str
+    id: str
+    status: str
+    gate: int
+    version: int
+    ready_at: datetime | None
+    owner: str | None
+    lease_until: datetime | None
+    lease_epoch: int
+    steal_by: str | None
+    error: str | None
+    created_at: datetime
+    updated_at: datetime
+
+
+@dataclass(frozen=True)
+class LeaseRow:
+    """What a lease holder needs to know of a partition it owns."""
+
+    pk: int
+    id: str
+    status: str
+    gate: int
+    lease_epoch: int
+    lease_until: datetime
+    steal_by: str | None
+
+
+@dataclass(frozen=True)
+class ItemRow:
+    """An item as stored (``data`` is its latest data: input, then results)."""
+
+    pk: int
+    partition_pk: int
+    id: str
+    status: str
+    gate: int
+    version: int
+    data: bytes | None
+    content_type: str
+    attempts: int
+    failures: int
+    polls: int
+    unanswered: int
+    next_attempt_at: datetime
+    error: str | None
+    created_at: datetime
+    updated_at: datetime
+
+
+@dataclass(frozen=True)
+class Claimed:
+    """An item claimed for dispatch; ``version`` is the one its result must carry."""
+
+    pk: int
+    id: str
+    gate: int
+    version: int
+    attempt: int
+    failures: int
+    polls: int
+    data: bytes | None
+    content_type: str
+
+
+@dataclass(frozen=True)
+class ItemOutcome:
+    """The new state of a dispatched item, computed by the engine, written by the store."""
+
+    pk: int
+    partition_pk: int
+    version: int
+    kind: OutcomeKind
+    status: str
+    gate: int
+    next_attempt_at: datetime
+    failures: int
+    polls: int
+    attempt: int
+    error: str | None = None
+    set_data: bool = False
+    data: bytes | None = None
+
+
+@dataclass
+class PartitionSummary:
+    """Counts per status and gate, and the failed items with their errors."""
+
+    partition: PartitionRow
+    counts: dict[tuple[str, int], int] = field(default_factory=dict)
+    failed: list[tuple[str, int, str | None]] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class HistoryRow:
+    """One transition of an item or a partition."""
+
+    pk: int
+    partition_pk: int
+    item_pk: int | None
+    event: str
+    from_version: int
+    from_status: str | None
+    to_status: str
+    gate: int
+    attempt: int | None
+    owner: str | None
+    message: str | None
+    at: datetime
+
+
+@dataclass(frozen=True)
+class CheckpointDecision:
+    """What a checkpoint evaluation concluded, and whether it was written."""
+
+    action: Literal["work", "waiting", "advanced", "failed", "completed", "idle", "lost", "held"]
+    gate: int
+    ready_at: datetime | None = None
+    message: str | None = None

@@ -1,0 +1,30 @@
+"""The :class:`Store`: every query feedwatch runs, grouped by concern."""
+
+from __future__ import annotations
+
+from sqlalchemy.engine import Engine
+
+from feedwatch.store.connection import connect
+from feedwatch.store.leases import LeaseQueries
+from feedwatch.store.migrating import check_schema
+from feedwatch.store.processing import ProcessingQueries
+from feedwatch.store.producing import ProducingQueries
+
+
+class Store(LeaseQueries, ProcessingQueries, ProducingQueries):
+    """All SQL of feedwatch, behind methods named by intent."""
+
+    @classmethod
+    def open(cls, url: str, *, prefix: str = "", pool_size: int = 5, check: bool = True) -> Store:
+        """Connect to ``url`` and check that its schema is the one this code knows."""
+        engine = connect(url, pool_size=pool_size)
+        if check:
+            check_schema(engine, prefix=prefix)
+        return cls(engine, prefix=prefix)
+
+    @classmethod
+    def from_engine(cls, engine: Engine, *, prefix: str = "") -> Store:
+        return cls(engine, prefix=prefix)
+
+    def close(self) -> None:
+        self.engine.dispose()
