@@ -37,13 +37,13 @@ def connect(url: str, *, pool_size: int = 5, echo: bool = False) -> Engine:
             f"cannot parse the database URL {redact(url)!r}; expected one of: "
             + ", ".join(SUPPORTED.values())
         ) from None
-    backend = parsed.get_backend_name()
-    driver = parsed.get_driver_name()
+    backend, _, driver = parsed.drivername.partition("+")
     if backend not in _DRIVERS:
         raise DatabaseURLError(
             f"unsupported database {backend!r} in {redact(url)!r}; feedwatch supports "
             + ", ".join(SUPPORTED.values())
         )
+    driver = driver or {"sqlite": "pysqlite", "postgresql": "psycopg2"}.get(backend, "mysqldb")
     if driver not in _DRIVERS[backend]:
         wanted = next(iter(_DRIVERS[backend]))
         raise DatabaseURLError(

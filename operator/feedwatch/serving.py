@@ -1,0 +1,83 @@
+"""``feedwatch watch``: a watcher with its processor and health server, as one service."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Any
+
+from feedwatch.engine import Watcher
+from feedwatch.errors import ConfigurationError
+from feedwatch.observability.health import HealthServer
+from feedwatch.observability.metrics import Metrics
+from feedwatch.processors import CallableProcessor, Processor, load_callable
+from feedwatch.processors.http import HTTPProcessor, parse_headers
+from feedwatch.settings import WatcherSettings
+from feedwatch.store import Store
+
+log = logging.getLogger("feedwatch.serving")
+
+
+def build_processor(
+    feed: str, settings: WatcherSettings, *, handler: str | None, processor: str | None
+) -> Processor:
+    if bool(handler) == bool(processor):
+        raise ConfigurationError("give exactly one of --handler URL or --processor module:callable")
+    if handler:
+        return HTTPProcessor(
+            handler,
+            feed=feed,
+            timeout=settings.handler_timeout,
+            connect_timeout=settings.handler_connect_timeout,
+            headers=parse_headers(settings.handler_headers),
+            max_body=settings.handler_max_body,
+            health_path=settings.handler_health_path,
+            concurrency=settings.concurrency,
+        )
+    assert processor is not None
+    target: Any = load_callable(processor)
+    if isinstance(target, type):
+        target = target()
+    if isinstance(target, Processor):
+        return target
+    return CallableProcessor(target, timeout=settings.handler_timeout)
+
+
+async def serve(store: Store, feed: str, processor: Processor, settings: WatcherSettings) -> None:
+    """Run until SIGTERM/SIGINT; then stop gracefully and release every lease."""
+    metrics = Metrics(feed)
+    watcher = Watcher(store, feed, processor, settings, metrics=metrics)
+
+    async def database_ready() -> bool:
+        await watcher.db(store.now)
+        return True
+
+    checks = {"database": database_ready}
+    ready = getattr(processor, "ready", None)
+    if ready is not None:
+        checks["handler"] = ready
+    health = HealthServer(settings.health_port, metrics, checks) if settings.health_port else None
+    backlog_task: asyncio.Task[None] | None = None
+    try:
+        if health is not None:
+            await health.start()
+        backlog_task = asyncio.create_task(_report_backlog(watcher, store, feed, metrics), name="backlog")
+        await watcher.run()
+    finally:
+        if backlog_task is not None:
+            backlog_task.cancel()
+        if health is not None:
+            await health.stop()
+        close = getattr(processor, "close", None)
+        if close is not None:
+            await close()
+
+
+async def _report_backlog(watcher: Watcher, store: Store, feed: str, metrics: Metrics) -> None:
+    """Refresh the backlog gauge every few seconds (a capped count, so its cost is bounded)."""
+    while True:
+        try:
+            metrics.backlog.set(await watcher.db(store.backlog, feed, watcher.clock.now(), 100_000))
+        except Exception as error:  # noqa: BLE001 - the gauge is best effort; the engine logs outages
+            log.debug("backlog not refreshed: %s", error)
+        await asyncio.sleep(max(watcher.settings.poll_interval * 5, 5.0))
