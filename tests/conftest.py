@@ -17,6 +17,7 @@ from pathlib import Path
 import pytest
 
 from feedwatch import Feed, Store, migrate
+from feedwatch.store import connect
 from feedwatch.testing import assert_invariants
 
 pytest_plugins = ["tests.support.kubernetes"]
@@ -42,7 +43,11 @@ _migrated: dict[str, str] = {}
 def _prepare(url: str) -> str:
     if url not in _migrated:
         try:
-            migrate(url)
+            engine = connect(url)
+            try:
+                migrate(engine)
+            finally:
+                engine.dispose()
         except Exception as error:  # a selected database must be there: fail, never skip
             pytest.fail(f"database {url.split('@')[-1]} is unavailable: {error}. Start it with `hack/databases up`.")
         _migrated[url] = url
@@ -65,6 +70,13 @@ def db_url_sqlite_mariadb(request: pytest.FixtureRequest, sqlite_url: str) -> st
 
 
 _stores: dict[str, Store] = {}
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _close_stores() -> Iterator[None]:
+    yield
+    for store in _stores.values():
+        store.close()
 
 
 @pytest.fixture

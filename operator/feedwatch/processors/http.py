@@ -130,9 +130,9 @@ class HTTPProcessor:
             async with self._client().post(
                 self.url, data=item.data or b"", headers=headers, allow_redirects=False
             ) as response:
-                body = await response.content.read(self.max_body + 1)
                 status = response.status
                 after = response.headers.get("Retry-After")
+                body = await self._read_body(response)
         except TimeoutError:
             raise RetryableError(
                 f"the handler did not answer within {self.timeout:g} s (read timeout)"
@@ -141,8 +141,6 @@ class HTTPProcessor:
             raise RetryableError(
                 f"cannot reach the handler at {self.shown_url}: {type(error).__name__}: {error}"
             ) from None
-        if len(body) > self.max_body:
-            raise RetryableError(f"the handler's reply is over {self.max_body} bytes (handler_max_body)")
         if status in (429, 503) and (delay := retry_after(after)) is not None:
             raise RetryableError(
                 f"the handler answered HTTP {status} with Retry-After {after}", delay=delay
@@ -154,6 +152,27 @@ class HTTPProcessor:
         except ValueError:
             raise RetryableError(f"the handler's reply is not JSON: {_preview(body)}") from None
         return parse_reply(reply)
+
+    async def _read_body(self, response: aiohttp.ClientResponse) -> bytes:
+        """The whole body, refused as soon as it is known to exceed ``max_body``.
+
+        ``StreamReader.read(n)`` returns what has arrived so far, not ``n``
+        bytes: the body is read to its end, chunk by chunk, with the limit
+        checked on the way (and up front when ``Content-Length`` says it).
+        """
+        length = response.content_length
+        if length is not None and length > self.max_body:
+            raise RetryableError(
+                f"the handler's reply is {length} bytes, over {self.max_body} bytes (handler_max_body)"
+            )
+        body = bytearray()
+        async for chunk in response.content.iter_any():
+            body += chunk
+            if len(body) > self.max_body:
+                raise RetryableError(
+                    f"the handler's reply is over {self.max_body} bytes (handler_max_body)"
+                )
+        return bytes(body)
 
     async def ready(self) -> bool:
         """Whether the handler's health path answers 2xx (True when none is set)."""

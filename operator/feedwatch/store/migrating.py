@@ -57,12 +57,17 @@ def current_revision(engine: Engine, prefix: str = "") -> str | None:
 
 def migrate(url_or_engine: str | Engine, *, prefix: str = "", timeout: float = 300) -> str:
     """Bring the schema to the newest revision; return it."""
+    owned = isinstance(url_or_engine, str)
     engine = connect(url_or_engine) if isinstance(url_or_engine, str) else url_or_engine
-    with _locked(engine, timeout), _connected(engine) as conn:
-        cfg = _config(prefix)
-        cfg.attributes["connection"] = conn
-        command.upgrade(cfg, "head")
-        conn.commit()
+    try:
+        with _locked(engine, timeout), _connected(engine) as conn:
+            cfg = _config(prefix)
+            cfg.attributes["connection"] = conn
+            command.upgrade(cfg, "head")
+            conn.commit()
+    finally:
+        if owned:
+            engine.dispose()
     return head_revision()
 
 

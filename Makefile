@@ -1,0 +1,44 @@
+# feedwatch: `make help` lists the targets.
+PYTHON ?= python3
+PYTEST ?= $(PYTHON) -m pytest
+export PYTHONDONTWRITEBYTECODE = 1
+
+.PHONY: help
+help: ## list the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
+
+.PHONY: install
+install: ## install feedwatch with its test and benchmark tools
+	$(PYTHON) -m pip install -q -e '.[test,bench]'
+
+.PHONY: databases
+databases: ## start MariaDB and PostgreSQL on loopback (installs them if missing)
+	hack/databases up
+
+.PHONY: k8s
+k8s: ## build (or reuse) kube-apiserver, controller-manager, scheduler, kwok, helm, kubectl
+	hack/k8s-env build
+
+.PHONY: lint
+lint: ## ruff, mypy (strict), import-linter, hadolint
+	ruff check .
+	ruff format --check operator
+	mypy
+	lint-imports
+	hadolint Dockerfile
+
+.PHONY: test
+test: install databases k8s ## every test on SQLite, MariaDB, PostgreSQL and the real API server
+	$(PYTEST) -p no:cacheprovider tests
+
+.PHONY: test-fast
+test-fast: ## quick loop: SQLite only, no Kubernetes, no fault suite
+	FEEDWATCH_TEST_DATABASES=sqlite $(PYTEST) -p no:cacheprovider tests -m "not kubernetes and not chart and not faults" -x
+
+.PHONY: bench
+bench: install databases ## benchmarks: prints a table, writes bench/results/report.md and a plot
+	$(PYTHON) -m bench
+
+.PHONY: demo
+demo: ## the demo: screen job applications on a temporary SQLite database
+	feedwatch demo
