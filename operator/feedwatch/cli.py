@@ -12,6 +12,7 @@ import argparse
 import asyncio
 import hashlib
 import json
+import logging
 import os
 import re
 import sys
@@ -243,7 +244,6 @@ def cmd_watch(args: argparse.Namespace) -> int:
     from feedwatch.observability.logging import configure  # noqa: PLC0415
     from feedwatch.producer import Feed  # noqa: PLC0415
     from feedwatch.serving import build_processor, serve  # noqa: PLC0415
-    from feedwatch.store import migrate  # noqa: PLC0415
     from feedwatch.store.connection import redact  # noqa: PLC0415
 
     overrides = {
@@ -256,19 +256,51 @@ def cmd_watch(args: argparse.Namespace) -> int:
     _set_title(f"feedwatch watch --feed {args.feed}")
     if not args.db:
         raise UsageError("no database: pass --db URL or set FEEDWATCH_DATABASE_URL")
+    log = logging.getLogger("feedwatch.serving")
     if args.migrate:
-        migrate(args.db, prefix=args.table_prefix)
+        revision, steps = _migrate(args.db, args.table_prefix)
+        if steps:
+            log.info("schema migrated to revision %s: %s", revision, "; ".join(steps),
+                     extra={"action": "schema_migrated"})  # fmt: skip
+        else:
+            log.info("schema already at revision %s", revision, extra={"action": "schema_current"})
     store = _store(args)
     if args.create_feed:
         Feed.create(store, args.feed)
+    else:
+        store.load_feed(args.feed)  # a missing feed is a usage error, reported before anything else
     processor = build_processor(args.feed, settings, handler=args.handler, processor=args.processor)
-    import logging  # noqa: PLC0415
-
-    logging.getLogger("feedwatch.serving").info(
-        "watching feed %s on %s", args.feed, redact(args.db), extra={"action": "watch_started"}
-    )
+    log.info("watching feed %s on %s", args.feed, redact(args.db), extra={"action": "watch_started"})
     asyncio.run(serve(store, args.feed, processor, settings))
     return 0
+
+
+class _Collect(logging.Handler):
+    def __init__(self) -> None:
+        super().__init__(logging.INFO)
+        self.messages: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.messages.append(record.getMessage())
+
+
+def _migrate(url: str, prefix: str) -> tuple[str, list[str]]:
+    """Migrate; return the revision and the upgrades this process ran (none if another did)."""
+    from feedwatch.store import migrate  # noqa: PLC0415
+
+    logger = logging.getLogger("alembic.runtime.migration")
+    collect = _Collect()
+    saved = logger.level, logger.propagate
+    logger.addHandler(collect)
+    logger.setLevel(logging.INFO)
+    logger.propagate = False
+    try:
+        revision = migrate(url, prefix=prefix)
+    finally:
+        logger.removeHandler(collect)
+        logger.setLevel(saved[0])
+        logger.propagate = saved[1]
+    return revision, [m.strip() for m in collect.messages if m.startswith("Running upgrade")]
 
 
 def _parse_items(args: argparse.Namespace) -> list[tuple[str, Any]]:
@@ -441,11 +473,11 @@ def cmd_feed(args: argparse.Namespace) -> int:
 
 
 def cmd_migrate(args: argparse.Namespace) -> int:
-    from feedwatch.store import migrate  # noqa: PLC0415
-
     if not args.db:
         raise UsageError("no database: pass --db URL or set FEEDWATCH_DATABASE_URL")
-    print(f"schema at revision {migrate(args.db, prefix=args.table_prefix)}")
+    revision, steps = _migrate(args.db, args.table_prefix)
+    done = f"applied {len(steps)} migration(s)" if steps else "already current"
+    print(f"schema at revision {revision} ({done})")
     return 0
 
 

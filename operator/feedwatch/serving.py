@@ -49,7 +49,7 @@ async def serve(store: Store, feed: str, processor: Processor, settings: Watcher
     watcher = Watcher(store, feed, processor, settings, metrics=metrics)
 
     async def database_ready() -> bool:
-        await watcher.db(store.now)
+        await watcher.db(_ping, store)
         return True
 
     checks = {"database": database_ready}
@@ -71,6 +71,21 @@ async def serve(store: Store, feed: str, processor: Processor, settings: Watcher
         close = getattr(processor, "close", None)
         if close is not None:
             await close()
+
+
+def _ping(store: Store) -> None:
+    """One round trip to the database (SQLite included: ``store.now`` does not touch it).
+
+    A raw pooled connection, so no transaction (and on SQLite no write lock) is taken.
+    """
+    conn = store.engine.raw_connection()
+    try:
+        cursor = conn.cursor()
+        cursor.execute("SELECT 1")
+        cursor.fetchall()
+        cursor.close()
+    finally:
+        conn.close()
 
 
 async def _report_backlog(watcher: Watcher, store: Store, feed: str, metrics: Metrics) -> None:

@@ -37,8 +37,10 @@ def start_watcher(
     cmd = [*prefix, sys.executable, "-m", "feedwatch", "watch", "--db", db, "--feed", feed]
     cmd += ["--processor", processor] if processor else ["--handler", handler or ""]
     cmd += ["--lease-duration", "2", "--poll-interval", "0.2", "--grace-period", "5", *args]
-    out = open(log, "ab") if log else subprocess.DEVNULL  # noqa: SIM115
-    return subprocess.Popen(cmd, env=watcher_env(env), stdout=out, stderr=subprocess.STDOUT)
+    if log is None:
+        return subprocess.Popen(cmd, env=watcher_env(env), stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
+    with open(log, "ab") as out:  # the child keeps its own copy of the descriptor
+        return subprocess.Popen(cmd, env=watcher_env(env), stdout=out, stderr=subprocess.STDOUT)
 
 
 def stop(proc: subprocess.Popen[bytes], sig: int = signal.SIGTERM, timeout: float = 30) -> int:

@@ -36,10 +36,12 @@ from feedwatch.store import Store
 
 Say = Callable[[str], None]
 
-#: Settings of the demo's watchers: quick passes, a short lease so that steal
-#: requests (seen at each renewal) are answered within a couple of seconds.
+#: Settings of the demo's watchers: quick passes, and frequent renewals (where
+#: a watcher learns how many others are alive and sees steal requests), so that
+#: balancing shows within the few seconds the demo lasts.
 POLL_INTERVAL = 0.2
 LEASE_DURATION = 6.0
+RENEW_INTERVAL = 0.5
 GRACE_PERIOD = 5.0
 _OWNER_PID = re.compile(r"-(\d+)-[0-9a-f]{8}$")
 
@@ -50,8 +52,8 @@ class DemoError(Exception):
 
 def demo_settings() -> WatcherSettings:
     return WatcherSettings(
-        poll_interval=POLL_INTERVAL, lease_duration=LEASE_DURATION, grace_period=GRACE_PERIOD,
-        health_port=0,
+        poll_interval=POLL_INTERVAL, lease_duration=LEASE_DURATION, renew_interval=RENEW_INTERVAL,
+        grace_period=GRACE_PERIOD, health_port=0,
     )  # fmt: skip
 
 
@@ -75,6 +77,9 @@ class InProcessWatchers:
         what = f"HTTP handler {self.handler}" if self.handler else "the demo processor (classifier v1)"
         owner = self.watcher.owner if self.watcher else "?"
         return [f"watcher w1 runs in this process ({owner}), calling {what}"]
+
+    def join(self, say: Say) -> None:
+        """One watcher: nobody joins."""
 
     async def start(self, say: Say) -> None:
         self.watcher = Watcher(self.store, self.feed, self.processor, self.settings)
@@ -133,6 +138,7 @@ class ProcessWatchers:
         self.count, self.handler, self.logs = count, handler, logs
         self.processes: list[_Process] = []
         self._by_pid: dict[int, str] = {}
+        self._joining: asyncio.Task[None] | None = None
 
     def describe(self) -> list[str]:
         what = f"--handler {self.handler}" if self.handler else "--processor feedwatch.demo:DemoProcessor"
@@ -153,6 +159,7 @@ class ProcessWatchers:
             "FEEDWATCH_FEED": self.feed,
             "FEEDWATCH_POLL_INTERVAL": str(POLL_INTERVAL),
             "FEEDWATCH_LEASE_DURATION": str(LEASE_DURATION),
+            "FEEDWATCH_RENEW_INTERVAL": str(RENEW_INTERVAL),
             "FEEDWATCH_GRACE_PERIOD": str(GRACE_PERIOD),
             "FEEDWATCH_HEALTH_PORT": "0",
             "FEEDWATCH_LOG_LEVEL": "INFO",
@@ -197,8 +204,25 @@ class ProcessWatchers:
             await asyncio.sleep(0.1)
 
     async def start(self, say: Say) -> None:
-        started = [self._spawn("v1") for _ in range(self.count)]
-        await self._wait_for_heartbeats(started)
+        """Start w1 alone: it takes every posting; the others join once there is work."""
+        await self._wait_for_heartbeats([self._spawn("v1")])
+
+    def join(self, say: Say) -> None:
+        """Start w2..wN: they join w1, ask for partitions, and get some by hand-off."""
+        if self.count == 1:
+            return
+        started = [self._spawn("v1") for _ in range(self.count - 1)]
+        say(
+            f"starting {', '.join(p.label for p in started)}: they join w1, which holds every "
+            "posting, and ask it for partitions (work stealing: w1 hands them off)"
+        )
+
+        async def joining() -> None:
+            await self._wait_for_heartbeats(started)
+            for p in started:
+                say(f"{p.label} (pid {p.popen.pid}) is up")
+
+        self._joining = asyncio.create_task(joining(), name="demo:joining")
 
     @staticmethod
     def _pid(owner: str) -> int | None:
@@ -212,6 +236,8 @@ class ProcessWatchers:
         return self._by_pid.get(pid, owner[-12:]) if pid is not None else owner[-12:]
 
     def check(self) -> None:
+        if self._joining is not None and self._joining.done():
+            self._joining.result()  # raises why a watcher did not start
         for p in self.processes:
             code = p.popen.poll()
             if code is not None and not p.stopping:
@@ -224,13 +250,24 @@ class ProcessWatchers:
             say(f"deployed: the handler at {self.handler} now runs classifier v2 (POST /deploy)")
             return
         old = [p for p in self.processes if not p.stopping]
-        say(f"rolling restart of {len(old)} watcher(s) onto classifier v2, one at a time")
-        for process in old:
-            new = self._spawn("v2")
-            await self._wait_for_heartbeats([new])
-            say(f"  {new.label} (pid {new.popen.pid}, classifier v2) is up; stopping {process.label}")
+        new = [self._spawn("v2") for _ in old]
+        say(
+            f"rolling update: starting {', '.join(p.label for p in new)} with classifier v2, then "
+            "stopping the v1 watchers one at a time, the busiest first (SIGTERM: a watcher "
+            "finishes its in-flight items and releases its leases; the others take them)"
+        )
+        if self._joining is not None:
+            await self._joining
+        await self._wait_for_heartbeats(new)
+        say(f"{', '.join(f'{p.label} (pid {p.popen.pid})' for p in new)} are up with classifier v2")
+        while old:
+            loads = await asyncio.to_thread(self.store.owner_loads, self.feed, self.store.now())
+            held = {self.label(owner): n for owner, n in loads.items()}
+            process = max(old, key=lambda p: (held.get(p.label, 0), -old.index(p)))
+            old.remove(process)
+            say(f"stopping {process.label} (holds {held.get(process.label, 0)} posting(s))")
             await self._terminate(process)
-            say(f"  {process.label} stopped: it released its leases for the others to take")
+            say(f"{process.label} stopped")
         say("deployed: every watcher runs classifier v2")
 
     async def _terminate(self, process: _Process) -> None:

@@ -36,6 +36,8 @@ class Dispatcher:
         self.tasks: set[asyncio.Task[None]] = set()
         self.rng = random.Random()
         self._cursor = 0
+        #: A suspect (an item in flight when a watcher died) runs alone.
+        self.isolating = False
 
     # -- claiming ---------------------------------------------------------
 
@@ -79,13 +81,13 @@ class Dispatcher:
             if lease.trusted(mono) and lease.handing_to is None and lease.idle_until <= mono
         ]
         free = w.settings.concurrency - self.calls_in_flight
-        if not leases or free <= 0:
+        if not leases or free <= 0 or self.isolating:
             return False
         share = max(1, math.ceil(w.settings.concurrency / len(w.leases)))
         self._cursor = (self._cursor + 1) % len(leases)
         progressed = False
         for lease in leases[self._cursor :] + leases[: self._cursor]:
-            if free <= 0 or w.stopping:
+            if free <= 0 or w.stopping or self.isolating:
                 break
             room = min(share - lease.in_flight, free, w.settings.batch_size)
             if room <= 0:
@@ -99,9 +101,10 @@ class Dispatcher:
         w = self.w
         s = w.feed_settings
         for _ in range(3):  # a gate advance is followed by a claim at the new gate
+            alone = self.calls_in_flight == 0 and not self.pending
             claimed = await w.db(
                 w.store.claim_items, w.feed, w.owner, lease.pk, lease.epoch, lease.gate,
-                w.clock.now(), room, s.max_unanswered, s.history,
+                w.clock.now(), room, s.max_unanswered, s.history, suspects=alone,
             )  # fmt: skip
             if claimed is None:
                 w.drop(lease, "lease_lost", f"{lease.id!r} is no longer ours")
@@ -111,6 +114,8 @@ class Dispatcher:
                 w.metrics.item("fail", dead)
             if items:
                 lease.empty_work = 0
+                if items[0].suspect:
+                    self.isolating = True  # nothing else starts until the suspect answers
                 for item in items:
                     self.start(lease, item)
                 return len(items)
@@ -148,12 +153,15 @@ class Dispatcher:
         except asyncio.CancelledError:
             self.calls_in_flight -= 1
             lease.in_flight -= 1
+            self.isolating = self.isolating and not claimed.suspect
             raise
         except Exception as error:
             answer = error
         finally:
             w.metrics.latency.observe(w.clock.monotonic() - started)
         self.calls_in_flight -= 1
+        if claimed.suspect:
+            self.isolating = False
         w.metrics.in_flight.set(self.calls_in_flight)
         outcome = retrying.outcome(lease.pk, claimed, answer, w.feed_settings, w.clock.now(), self.rng)
         if outcome.kind != "complete":

@@ -51,6 +51,8 @@ class ProcessingQueries(StoreBase):
         limit: int,
         max_unanswered: int,
         history: bool,
+        *,
+        suspects: bool = False,
     ) -> tuple[list[Claimed], int] | None:
         """Claim up to ``limit`` due items of the partition's gate, oldest first.
 
@@ -58,6 +60,11 @@ class ProcessingQueries(StoreBase):
         owner skips what it has in flight, while a new owner may take it), and
         bumps the version the result must carry. Items dispatched
         ``max_unanswered`` times without an answer fail here instead.
+
+        Suspects (items that were in flight when a watcher died) are claimed
+        only with ``suspects=True``, one at a time, which the engine asks for
+        only when nothing else is in flight: a poison item that kills its
+        watcher then takes no innocent item down with it again.
         Returns ``None`` if ``owner`` no longer holds the partition, else the
         claimed items and how many were failed as unanswered.
         """
@@ -69,21 +76,21 @@ class ProcessingQueries(StoreBase):
             ).first()
             if held is None:
                 return None
-            rows = conn.execute(
-                select(
-                    i.c.pk, i.c.id, i.c.gate, i.c.version, i.c.attempts, i.c.failures,
-                    i.c.polls, i.c.unanswered, i.c.data, i.c.content_type,
-                )  # fmt: skip
-                .where(
-                    i.c.partition_pk == partition_pk,
-                    i.c.status == "available",
-                    i.c.gate == gate,
-                    i.c.next_attempt_at <= now,
-                    i.c.claim_epoch.is_(None) | (i.c.claim_epoch < epoch),
-                )
-                .order_by(i.c.pk)
-                .limit(limit)
-            ).all()
+            due = select(
+                i.c.pk, i.c.id, i.c.gate, i.c.version, i.c.attempts, i.c.failures,
+                i.c.polls, i.c.unanswered, i.c.data, i.c.content_type,
+            ).where(
+                i.c.partition_pk == partition_pk,
+                i.c.status == "available",
+                i.c.gate == gate,
+                i.c.next_attempt_at <= now,
+                i.c.claim_epoch.is_(None) | (i.c.claim_epoch < epoch),
+            )  # fmt: skip
+            rows = []
+            if suspects:
+                rows = conn.execute(due.where(i.c.unanswered > 0).order_by(i.c.pk).limit(1)).all()
+            if not rows:
+                rows = conn.execute(due.where(i.c.unanswered == 0).order_by(i.c.pk).limit(limit)).all()
             if not rows:
                 return [], 0
             dead = [r for r in rows if r.unanswered >= max_unanswered]
@@ -131,6 +138,7 @@ class ProcessingQueries(StoreBase):
                     polls=r.polls,
                     data=r.data,
                     content_type=r.content_type,
+                    suspect=r.unanswered > 0,
                 )
                 for r in live
                 if r.pk in won

@@ -77,6 +77,8 @@ class Claimed:
     polls: int
     data: bytes | None
     content_type: str
+    #: It was in flight when a watcher died (dispatched without an answer).
+    suspect: bool = False
 
 
 @dataclass(frozen=True)
