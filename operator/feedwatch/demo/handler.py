@@ -29,7 +29,10 @@ def _admin(url: str, path: str) -> str:
 def _call(url: str, body: Any = None, timeout: float = 10) -> Any:
     data = None if body is None else json.dumps(body).encode()
     request = urllib.request.Request(  # noqa: S310 - the scheme is checked in _admin
-        url, data=data, headers={"Content-Type": "application/json"}, method="POST" if data else "GET"
+        url,
+        data=data,
+        headers={"Content-Type": "application/json"},
+        method="POST" if data else "GET",
     )
     try:
         with urllib.request.urlopen(request, timeout=timeout) as response:  # noqa: S310

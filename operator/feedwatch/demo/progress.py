@@ -111,7 +111,7 @@ class RichDisplay:
         self.live.start()
 
     def print(self, text: str = "", *, style: str | None = None) -> None:
-        self.console.print(Text(text, style=style or ""))
+        self.console.print(Text(text, style=style or ""), soft_wrap=True)
 
     def event(self, text: str) -> None:
         line = Text(f"{self.clock.elapsed():6.2f}s ", style="dim")
@@ -119,7 +119,7 @@ class RichDisplay:
         if text.startswith(("deploy", "re-driv", "rolling")) or "recovered" in text:
             style = "bold yellow"
         line.append(text, style=style or "")
-        self.live.console.print(line)
+        self.live.console.print(line, soft_wrap=True)
 
     def update(self, states: list[PostingState], watchers: list[str], done: int) -> None:
         self._last = (states, watchers, done)
@@ -128,10 +128,20 @@ class RichDisplay:
     def _render(self) -> Group:
         states, watchers, done = self._last
         table = Table(title="feedwatch demo: screening job applications", title_justify="left")
-        for column in ("posting", "status", "gate", "gate 0: resumes classified", "", "gate 1: rank", "owner"):
+        for column in (
+            "posting",
+            "status",
+            "gate",
+            "gate 0: resumes classified",
+            "done",
+            "gate 1: rank",
+            "owner",
+        ):
             table.add_column(column)
         for s in states:
-            status = {"failed": "[bold red]FAILED[/]", "complete": "[green]complete[/]"}.get(s.status, s.status)
+            status = {"failed": "[bold red]FAILED[/]", "complete": "[green]complete[/]"}.get(
+                s.status, s.status
+            )
             failed = f" [red]{s.failed} failed[/]" if s.failed else ""
             table.add_row(
                 s.id, status, str(s.gate),

@@ -24,7 +24,6 @@ import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 from sqlalchemy.exc import DBAPIError
 
@@ -32,10 +31,9 @@ from feedwatch.demo import handler as handler_api
 from feedwatch.demo import screening
 from feedwatch.demo.progress import Clock, Display, PostingState, make_display
 from feedwatch.demo.watchers import DemoError, InProcessWatchers, ProcessWatchers, Watchers
-from feedwatch.errors import FeedwatchError
 from feedwatch.producer import Feed
 from feedwatch.settings import FeedSettings
-from feedwatch.store import Store, migrate
+from feedwatch.store import HistoryRow, PartitionSummary, Store, migrate
 from feedwatch.store.connection import redact
 
 FEED = "resumes"
@@ -45,8 +43,33 @@ DEMO_FEED = FeedSettings(max_retries=3, backoff_base=0.2, backoff_cap=2.0, poll_
 LIMITS = {"watchers": (1, 16), "postings": (1, 60), "resumes": (1, 5000)}
 
 
-class UsageProblem(Exception):
+class DemoUsageError(Exception):
     """The options cannot work together."""
+
+
+@dataclass(frozen=True)
+class Options:
+    """The demo's options, as ``feedwatch demo`` takes them."""
+
+    db: str | None = None
+    watchers: int = 1
+    handler: str | None = None
+    postings: int = 4
+    resumes: int = 250
+    seed: int = 7
+
+    def check(self) -> None:
+        for name, (low, high) in LIMITS.items():
+            value = getattr(self, name)
+            if not low <= value <= high:
+                raise DemoUsageError(f"--{name} must be between {low} and {high}, not {value}")
+        if self.handler and not self.db:
+            raise DemoUsageError(
+                "--handler needs --db: the handler's rank step reads the classified resumes back "
+                "from the same database. For example:\n"
+                "  python examples/resume_handler.py --port 8000 --db sqlite:////tmp/demo.db &\n"
+                "  feedwatch demo --handler http://127.0.0.1:8000/ --db sqlite:////tmp/demo.db"
+            )
 
 
 def run_demo(
@@ -59,13 +82,13 @@ def run_demo(
     seed: int = 7,
 ) -> int:
     """Run the demo; return the exit code (0 done, 1 failed, 2 bad options)."""
+    options = Options(db, watchers, handler, postings, resumes, seed)
     clock = Clock()
     display = make_display(clock)
     try:
-        _check_options(db, watchers, handler, postings, resumes)
-        demo = Demo(display, clock, db, watchers, handler, postings, resumes, seed)
-        return asyncio.run(demo.run())
-    except UsageProblem as problem:
+        options.check()
+        return asyncio.run(Demo(options, display, clock).run())
+    except DemoUsageError as problem:
         display.print(f"feedwatch demo: {problem}")
         return 2
     except (DemoError, handler_api.HandlerError) as error:
@@ -76,20 +99,6 @@ def run_demo(
         return 1
 
 
-def _check_options(db: str | None, watchers: int, handler: str | None, postings: int, resumes: int) -> None:
-    for name, value in (("watchers", watchers), ("postings", postings), ("resumes", resumes)):
-        low, high = LIMITS[name]
-        if not low <= value <= high:
-            raise UsageProblem(f"--{name} must be between {low} and {high}, not {value}")
-    if handler and not db:
-        raise UsageProblem(
-            "--handler needs --db: the handler's rank step reads the classified resumes back "
-            "from the same database. For example:\n"
-            "  python examples/resume_handler.py --port 8000 --db sqlite:////tmp/demo.db &\n"
-            "  feedwatch demo --handler http://127.0.0.1:8000/ --db sqlite:////tmp/demo.db"
-        )
-
-
 @dataclass
 class Progress:
     """What the demo has seen and done so far."""
@@ -98,20 +107,21 @@ class Progress:
     failed_items: set[tuple[str, str]] = field(default_factory=set)
     retried: set[str] = field(default_factory=set)
     fix: asyncio.Task[None] | None = None
+    fix_seconds: tuple[float, float] = (0.0, 0.0)
     states: dict[str, PostingState] = field(default_factory=dict)
 
 
 class Demo:
-    def __init__(
-        self, display: Display, clock: Clock, db: str | None, watchers: int,
-        handler: str | None, postings: int, resumes: int, seed: int,
-    ) -> None:  # fmt: skip
+    """One run of the demo: set up, enqueue, follow, fix, re-drive, report."""
+
+    def __init__(self, options: Options, display: Display, clock: Clock) -> None:
         self.display, self.clock = display, clock
-        self.watcher_count, self.handler = watchers, handler
-        self.resumes, self.seed = resumes, seed
-        self.postings = screening.postings(postings)
-        self.failing = self.postings[screening.failing_posting(postings)].id
+        self.watcher_count, self.handler = options.watchers, options.handler
+        self.resumes, self.seed = options.resumes, options.seed
+        self.postings = screening.postings(options.postings)
+        self.failing = self.postings[screening.failing_posting(options.postings)].id
         self.workdir: Path | None = None
+        db = options.db
         if db is None:
             self.workdir = Path(tempfile.mkdtemp(prefix="feedwatch-demo-"))
             db = f"sqlite:///{self.workdir / 'demo.db'}"
@@ -119,6 +129,7 @@ class Demo:
         self.shown_url = redact(db)
         self.progress = Progress()
         self.pks: dict[str, int] = {}
+        self.finished = 0.0
 
     # -- the story --------------------------------------------------------------------
 
@@ -132,27 +143,31 @@ class Demo:
         say(f"database: {self.shown_url}")
         await asyncio.to_thread(migrate, self.url)
         self.store = await asyncio.to_thread(Store.open, self.url, pool_size=10)
-        self.feed = await asyncio.to_thread(self._create_feed)
-        say(f"feed: {self.feed.name} (migrated with feedwatch.migrate, created with Feed.create)")
-        if self.handler:
-            await self._prepare_handler()
-        pool = self._watchers()
         try:
-            await pool.start(self.display.event)
-            for line in pool.describe():
-                say(line)
-            self.display.start()
+            self.feed = await asyncio.to_thread(self._create_feed)
+            say(f"feed: {self.feed.name} (schema by feedwatch.migrate, feed by Feed.create)")
+            if self.handler:
+                await self._prepare_handler(self.handler)
+            pool = self._watchers()
             try:
-                await self._enqueue()
-                pool.join(self.display.event)
-                await self._follow(pool)
+                await pool.start(self.display.event)
+                for line in pool.describe():
+                    say(line)
+                self.display.start()
+                try:
+                    await self._enqueue()
+                    pool.join(self.display.event)
+                    await self._follow(pool)
+                finally:
+                    self.display.stop()
+            except DemoError:
+                say(f"look at what happened: {self.command('status')}")
+                raise
             finally:
-                self.display.stop()
+                await pool.stop()
+            await asyncio.to_thread(self._report, self.finished)
         finally:
-            await pool.stop()
-        seconds = self.clock.elapsed()
-        await asyncio.to_thread(self._report, seconds)
-        self.store.close()
+            self.store.close()
         return 0
 
     def _create_feed(self) -> Feed:
@@ -163,25 +178,25 @@ class Demo:
                 return Feed(self.store, name)
         raise DemoError("no free feed name resumes-N in this database")
 
-    async def _prepare_handler(self) -> None:
-        assert self.handler is not None
-        info = await asyncio.to_thread(handler_api.handler_info, self.handler)
+    async def _prepare_handler(self, url: str) -> None:
+        info = await asyncio.to_thread(handler_api.handler_info, url)
         theirs = info.get("database")
         if theirs != self.shown_url:
-            raise UsageProblem(
-                f"the handler at {self.handler} reads {theirs or 'no database'}, the demo writes "
+            raise DemoUsageError(
+                f"the handler at {url} reads {theirs or 'no database'}, the demo writes "
                 f"{self.shown_url}: start the handler with --db and the same URL"
             )
-        await asyncio.to_thread(handler_api.deploy, self.handler, "v1")
-        self.display.print(f"handler {self.handler}: deployed classifier v1 (POST /deploy)")
+        await asyncio.to_thread(handler_api.deploy, url, "v1")
+        self.display.print(f"handler {url}: deployed classifier v1 (POST /deploy)")
 
     def _watchers(self) -> Watchers:
         if self.watcher_count == 1:
             return InProcessWatchers(self.store, self.feed.name, self.handler)
         logs = self.workdir or Path(tempfile.mkdtemp(prefix="feedwatch-demo-logs-"))
         return ProcessWatchers(
-            self.store, self.url, "", self.feed.name, self.watcher_count, self.handler, logs
-        )
+            self.store, url=self.url, feed=self.feed.name, count=self.watcher_count,
+            handler=self.handler, logs=logs,
+        )  # fmt: skip
 
     async def _enqueue(self) -> None:
         batches = [
@@ -196,8 +211,8 @@ class Demo:
             )
             self.pks[posting.id] = result.partition_pk
         self.display.event(
-            f"enqueued {len(self.postings)} postings (partitions), each with {self.resumes} resumes "
-            f"at gate 0 and one '{screening.RANK_ITEM}' item at gate 1"
+            f"enqueued {len(self.postings)} postings (partitions), each with {self.resumes} "
+            f"resumes at gate 0 and one '{screening.RANK_ITEM}' item at gate 1"
         )
 
     async def _follow(self, pool: Watchers) -> None:
@@ -205,9 +220,9 @@ class Demo:
         deadline = time.monotonic() + 120 + len(self.postings) * self.resumes / 20
         while True:
             pool.check()
-            rows = await asyncio.to_thread(self._read)
+            watchers, rows = await asyncio.to_thread(self._read)
             states: list[PostingState] = []
-            for posting, summary, history, watchers in rows:
+            for posting, summary, history in rows:
                 state = self._state(posting, summary, pool)
                 states.append(state)
                 self._events(posting, history, pool)
@@ -216,6 +231,7 @@ class Demo:
             done = sum(s.classified + (1 if s.ranked else 0) for s in states)
             self.display.update(states, [pool.label(w) for w in watchers], done)
             if all(s.status == "complete" for s in states):
+                self.finished = self.clock.elapsed()
                 return
             if self.progress.fix is not None and self.progress.fix.done():
                 self.progress.fix.result()  # raises what the deployment raised
@@ -223,7 +239,8 @@ class Demo:
                 raise DemoError("the demo did not finish in time; see `feedwatch status` below")
             await asyncio.sleep(TICK)
 
-    def _read(self) -> list[tuple[str, Any, list[Any], list[str]]]:
+    def _read(self) -> tuple[list[str], list[tuple[str, PartitionSummary, list[HistoryRow]]]]:
+        """The live watchers; each posting's counts and its history rows not seen yet."""
         watchers = self.store.live_watchers(self.feed.name, self.store.now())
         out = []
         for posting in self.postings:
@@ -232,10 +249,10 @@ class Demo:
             history = self.store.history(self.pks[posting.id], after=after)
             if history:
                 self.progress.history_after[posting.id] = history[-1].pk
-            out.append((posting.id, summary, history, watchers))
-        return out
+            out.append((posting.id, summary, history))
+        return watchers, out
 
-    def _state(self, posting: str, summary: Any, pool: Watchers) -> PostingState:
+    def _state(self, posting: str, summary: PartitionSummary, pool: Watchers) -> PostingState:
         counts = summary.counts
         return PostingState(
             id=posting,
@@ -248,7 +265,7 @@ class Demo:
             ranked=counts.get(("complete", 1), 0) == 1,
         )
 
-    def _events(self, posting: str, history: list[Any], pool: Watchers) -> None:
+    def _events(self, posting: str, history: list[HistoryRow], pool: Watchers) -> None:
         say = self.display.event
         for row in history:
             if row.item_pk is not None:
@@ -269,12 +286,18 @@ class Demo:
                     f"the rank step runs (fan-in)"
                 )
             elif row.event == "partition_completed":
-                recovered = " (recovered after the fix and the re-drive)" if posting in self.progress.retried else ""
+                recovered = (
+                    " (recovered after the fix and the re-drive)"
+                    if posting in self.progress.retried
+                    else ""
+                )
                 say(f"{posting}: complete{recovered}")
             elif row.event == "partition_failed":
                 say(f"{posting}: FAILED: {row.message}")
 
-    async def _failures(self, state: PostingState, summary: Any, pool: Watchers) -> None:
+    async def _failures(
+        self, state: PostingState, summary: PartitionSummary, pool: Watchers
+    ) -> None:
         posting = state.id
         for item, gate, error in summary.failed:
             if (posting, item) not in self.progress.failed_items:
@@ -287,12 +310,13 @@ class Demo:
         if state.status != "failed":
             return
         if posting in self.progress.retried:
-            raise DemoError(f"posting {posting} failed again after the fix: {summary.partition.error}")
-        self._start_fix(pool)
-        assert self.progress.fix is not None
-        if not self.progress.fix.done():
+            raise DemoError(
+                f"posting {posting} failed again after the fix: {summary.partition.error}"
+            )
+        fix = self._start_fix(pool)
+        if not fix.done():
             return
-        self.progress.fix.result()
+        fix.result()
         count = await asyncio.to_thread(self.feed.retry, posting)
         self.progress.retried.add(posting)
         self.display.event(
@@ -300,12 +324,19 @@ class Demo:
             f"{count} failed item(s) reset, the posting is available again and resumes at gate 0"
         )
 
-    def _start_fix(self, pool: Watchers) -> None:
+    def _start_fix(self, pool: Watchers) -> asyncio.Task[None]:
+        """Deploy the fix once, in the background; the task that does it."""
         if self.progress.fix is None:
             self.display.event(
                 "deploying the fix: classifier v2 also reads years of experience written in words"
             )
-            self.progress.fix = asyncio.create_task(pool.deploy_fix(self.display.event), name="demo:fix")
+            self.progress.fix = asyncio.create_task(self._deploy(pool), name="demo:fix")
+        return self.progress.fix
+
+    async def _deploy(self, pool: Watchers) -> None:
+        started = self.clock.elapsed()
+        await pool.deploy_fix(self.display.event)
+        self.progress.fix_seconds = (started, self.clock.elapsed())
 
     # -- the end ----------------------------------------------------------------------
 
@@ -323,33 +354,38 @@ class Demo:
             rank = self.feed.items(posting.id, gate=1)[0]
             result = json.loads(rank.data or b"{}")
             counts = result.get("classes", {})
-            classes = ", ".join(f"{counts[c]} {c}" for c in ("strong", "maybe", "no") if c in counts)
-            versions = ", ".join(f"{n} by {v}" for v, n in sorted(result.get("classified_by", {}).items()))
+            classes = ", ".join(
+                f"{counts[c]} {c}" for c in ("strong", "maybe", "no") if c in counts
+            )
+            versions = ", ".join(
+                f"{n} by {v}" for v, n in sorted(result.get("classified_by", {}).items())
+            )
             say(f"top {screening.TOP} for {posting.id} ({posting.title}; requires "
                 f"{', '.join(posting.requires)})", style="bold")  # fmt: skip
             say(f"  {result.get('considered')} resumes ranked: {classes}; classified {versions}")
-            say(f"  {'#':>3} {'score':>5}  {'class':<6} {'years':>5}  {'name':<18} {'resume':<12} skills")
+            say(f"  {'#':>3} {'score':>5}  {'class':<6} {'years':>5}  {'name':<18} "
+                f"{'resume':<12} skills")  # fmt: skip
             for n, c in enumerate(result.get("top", []), 1):
                 say(f"  {n:>3} {c['score']:>5}  {c['class']:<6} {c['years']:>5}  {c['name']:<18} "
                     f"{c['resume']:<12} {', '.join(c['skills'])}")  # fmt: skip
             say()
         rate = total / seconds if seconds > 0 else 0.0
-        redriven = len(self.progress.retried)
+        start, end = self.progress.fix_seconds
         say(
             f"totals: {total} items complete ({len(self.postings) * self.resumes} resumes, "
-            f"{len(self.postings)} rank steps; {redriven} posting(s) re-driven) in {seconds:.1f} s: "
-            f"{rate:.0f} items/s",
+            f"{len(self.postings)} rank steps; {len(self.progress.retried)} posting(s) re-driven) "
+            f"in {seconds:.1f} s: {rate:.0f} items/s",
             style="bold",
         )
+        if end - start > 1:
+            say(f"  (deploying the fix took {end - start:.1f} s of it, {start:.1f}-{end:.1f} s)")
         say()
         say("look at the same database:")
         say(f"  {self.command('status')}")
         say(f"  {self.command('status', self.failing)}   # the posting that failed and recovered")
         say(f"  {self.command('items', self.postings[0].id, '--gate', '1')}   # its rank result")
         if self.shown_url != self.url:
-            say("  (the password is hidden: use your --db URL, or set FEEDWATCH_DATABASE_URL and drop --db)")
+            say("  (the password is hidden: use your --db URL, or set FEEDWATCH_DATABASE_URL)")
         if self.workdir is not None:
-            say(f"the database stays in {self.workdir}; remove it with: rm -r {shlex.quote(str(self.workdir))}")
-
-
-__all__ = ["FeedwatchError", "run_demo"]
+            where = shlex.quote(str(self.workdir))
+            say(f"the database stays in {where}; remove it with: rm -r {where}")

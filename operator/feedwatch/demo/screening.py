@@ -120,7 +120,9 @@ def postings(count: int) -> list[Posting]:
         base = CATALOG[n % len(CATALOG)]
         round_ = n // len(CATALOG)
         if round_:
-            base = Posting(f"{base.id}-{round_ + 1}", f"{base.title} ({round_ + 1})", base.requires, base.nice)
+            base = Posting(
+                f"{base.id}-{round_ + 1}", f"{base.title} ({round_ + 1})", base.requires, base.nice
+            )
         chosen.append(base)
     return chosen
 
@@ -134,10 +136,13 @@ def resume_id(n: int) -> str:
     return f"resume-{n:04d}"
 
 
-def generate(posting: Posting, count: int, seed: int, *, with_poison: bool) -> dict[str, dict[str, Any]]:
+def generate(
+    posting: Posting, count: int, seed: int, *, with_poison: bool
+) -> dict[str, dict[str, Any]]:
     """``count`` resumes for ``posting`` as ``{item id: item data}``; the same for the same seed."""
     rng = random.Random(f"{seed}:{posting.id}")  # noqa: S311 - demo data, not secrets
-    pool = list(posting.requires + posting.nice) + ["java", "excel", "docker", "rust", "sql", "linux"]
+    others = ("java", "excel", "docker", "rust", "sql", "linux")
+    pool = [*posting.requires, *posting.nice, *others]
     # Early in the posting, so the fix is deployed while the other postings still run.
     poison = rng.randrange(max(1, count // 3)) if with_poison else -1
     resumes: dict[str, dict[str, Any]] = {}
@@ -232,7 +237,9 @@ def rank(posting: Any, results: list[tuple[str, str, Any]], top: int = TOP) -> d
             f"{len(pending)} resume(s) are not classified yet (e.g. {pending[0]}): "
             "the rank step ran before its gate opened"
         )
-    scored = [(item, data) for item, _, data in results if isinstance(data, dict) and "score" in data]
+    scored = [
+        (item, data) for item, _, data in results if isinstance(data, dict) and "score" in data
+    ]
     scored.sort(key=lambda pair: (-int(pair[1]["score"]), pair[0]))
     classes: dict[str, int] = {}
     versions: dict[str, int] = {}
@@ -245,8 +252,14 @@ def rank(posting: Any, results: list[tuple[str, str, Any]], top: int = TOP) -> d
         "classes": classes,
         "classified_by": versions,
         "top": [
-            {"resume": item, "name": d["name"], "score": d["score"], "class": d["class"],
-             "years": d["years"], "skills": d["skills"]}
+            {
+                "resume": item,
+                "name": d["name"],
+                "score": d["score"],
+                "class": d["class"],
+                "years": d["years"],
+                "skills": d["skills"],
+            }
             for item, d in scored[:top]
-        ],  # fmt: skip
+        ],
     }

@@ -74,7 +74,9 @@ class InProcessWatchers:
         self._task: asyncio.Task[None] | None = None
 
     def describe(self) -> list[str]:
-        what = f"HTTP handler {self.handler}" if self.handler else "the demo processor (classifier v1)"
+        what = (
+            f"HTTP handler {self.handler}" if self.handler else "the demo processor (classifier v1)"
+        )
         owner = self.watcher.owner if self.watcher else "?"
         return [f"watcher w1 runs in this process ({owner}), calling {what}"]
 
@@ -84,7 +86,9 @@ class InProcessWatchers:
     async def start(self, say: Say) -> None:
         self.watcher = Watcher(self.store, self.feed, self.processor, self.settings)
         await self.watcher.start()
-        self._task = asyncio.create_task(self.watcher.run(handle_signals=False), name="demo:watcher")
+        self._task = asyncio.create_task(
+            self.watcher.run(handle_signals=False), name="demo:watcher"
+        )
 
     def label(self, owner: str | None) -> str:
         if owner is None:
@@ -101,8 +105,8 @@ class InProcessWatchers:
             await asyncio.to_thread(handler_api.deploy, self.handler, "v2")
             say(f"deployed: the handler at {self.handler} now runs classifier v2 (POST /deploy)")
             return
-        assert isinstance(self.processor, DemoProcessor)
-        self.processor.classifier = "v2"
+        if isinstance(self.processor, DemoProcessor):
+            self.processor.classifier = "v2"
         say("deployed: the in-process watcher's processor now runs classifier v2")
 
     async def stop(self) -> None:
@@ -127,12 +131,20 @@ class _Process:
 
 
 class ProcessWatchers:
-    """``count`` processes of ``python -m feedwatch watch``, configured by ``FEEDWATCH_*`` variables."""
+    """``count`` processes of ``python -m feedwatch watch``, set up by ``FEEDWATCH_*`` variables."""
 
     kind = "processes"
 
     def __init__(
-        self, store: Store, url: str, prefix: str, feed: str, count: int, handler: str | None, logs: Path
+        self,
+        store: Store,
+        *,
+        url: str,
+        feed: str,
+        count: int,
+        handler: str | None,
+        logs: Path,
+        prefix: str = "",
     ) -> None:
         self.store, self.url, self.prefix, self.feed = store, url, prefix, feed
         self.count, self.handler, self.logs = count, handler, logs
@@ -141,20 +153,24 @@ class ProcessWatchers:
         self._joining: asyncio.Task[None] | None = None
 
     def describe(self) -> list[str]:
-        what = f"--handler {self.handler}" if self.handler else "--processor feedwatch.demo:DemoProcessor"
-        lines = [
+        what = (
+            f"--handler {self.handler}"
+            if self.handler
+            else "--processor feedwatch.demo:DemoProcessor"
+        )
+        return [
             f"watcher {p.label}: pid {p.popen.pid}, `python -m feedwatch watch {what}`"
             + ("" if self.handler else f" with classifier {p.classifier}")
             + f", log {p.log}"
             for p in self.processes
             if not p.stopping
         ]
-        return lines
 
     def _environment(self, classifier: str) -> dict[str, str]:
         env = dict(os.environ)
         env.update({
-            "FEEDWATCH_DATABASE_URL": self.url,  # the environment, not argv: keeps a password out of ps
+            # The environment, not argv: it keeps a password out of `ps`.
+            "FEEDWATCH_DATABASE_URL": self.url,
             "FEEDWATCH_TABLE_PREFIX": self.prefix,
             "FEEDWATCH_FEED": self.feed,
             "FEEDWATCH_POLL_INTERVAL": str(POLL_INTERVAL),
@@ -177,7 +193,7 @@ class ProcessWatchers:
         label = f"w{len(self.processes) + 1}"
         log = self.logs / f"watcher-{label}.log"
         log_file = log.open("ab")
-        popen = subprocess.Popen(  # noqa: S603 - our own interpreter and module
+        popen = subprocess.Popen(
             [sys.executable, "-m", "feedwatch", "watch"],
             env=self._environment(classifier),
             stdin=subprocess.DEVNULL,
@@ -189,7 +205,8 @@ class ProcessWatchers:
         self._by_pid[popen.pid] = label
         return process
 
-    async def _wait_for_heartbeats(self, started: list[_Process], timeout: float = 60) -> None:
+    async def _wait_for_heartbeats(self, started: list[_Process]) -> None:
+        timeout = 60.0
         deadline = time.monotonic() + timeout
         wanted = {p.popen.pid for p in started}
         while True:
@@ -200,7 +217,9 @@ class ProcessWatchers:
                 return
             if time.monotonic() > deadline:
                 missing = ", ".join(p.label for p in started if p.popen.pid not in alive)
-                raise DemoError(f"watcher(s) {missing} did not start within {timeout:g} s; see {self.logs}")
+                raise DemoError(
+                    f"watcher(s) {missing} did not start within {timeout:g} s; see {self.logs}"
+                )
             await asyncio.sleep(0.1)
 
     async def start(self, say: Say) -> None:
@@ -242,7 +261,9 @@ class ProcessWatchers:
             code = p.popen.poll()
             if code is not None and not p.stopping:
                 tail = _tail(p.log)
-                raise DemoError(f"watcher {p.label} (pid {p.popen.pid}) exited with {code}:\n{tail}")
+                raise DemoError(
+                    f"watcher {p.label} (pid {p.popen.pid}) exited with {code}:\n{tail}"
+                )
 
     async def deploy_fix(self, say: Say) -> None:
         if self.handler:
@@ -285,7 +306,9 @@ class ProcessWatchers:
             process.log_file.close()
 
     async def stop(self) -> None:
-        await asyncio.gather(*(self._terminate(p) for p in self.processes if p.popen.returncode is None))
+        await asyncio.gather(
+            *(self._terminate(p) for p in self.processes if p.popen.returncode is None)
+        )
         for p in self.processes:
             if p.log_file is not None and not p.log_file.closed:
                 p.log_file.close()

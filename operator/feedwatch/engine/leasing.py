@@ -178,7 +178,10 @@ class LeaseKeeper:
         w = self.w
         now = w.clock.now()
         cap = w.settings.max_partitions
-        active = await w.db(w.store.count_active, w.feed, now, cap * max(self.live_watchers, 1))
+        # Counted every pass: when a watcher exits gracefully its heartbeat row goes,
+        # and the others' targets must rise at their next pass, not their next renewal.
+        self.live_watchers = max(await w.db(w.store.count_live_watchers, w.feed, now), 1)
+        active = await w.db(w.store.count_active, w.feed, now, cap * self.live_watchers)
         w.metrics.active_partitions.set(active)
         goal = balancing.target(active, self.live_watchers, cap)
         held = len(self.leases)

@@ -264,6 +264,12 @@ class LeaseQueries(StoreBase):
         h = self.tables.heartbeats
         self.transaction(lambda c: c.execute(delete(h).where(h.c.feed == feed, h.c.owner == owner)))
 
+    def count_live_watchers(self, feed: str, now: datetime) -> int:
+        """Watchers whose heartbeat has not expired (a graceful exit removes its row at once)."""
+        h = self.tables.heartbeats
+        query = select(func.count()).where(h.c.feed == feed, h.c.expires_at >= now)
+        return self.transaction(lambda c: int(c.execute(query).scalar() or 1))
+
     def live_watchers(self, feed: str, now: datetime) -> list[str]:
         h = self.tables.heartbeats
         query = select(h.c.owner).where(h.c.feed == feed, h.c.expires_at >= now).order_by(h.c.owner)

@@ -61,6 +61,11 @@ def migrate(url_or_engine: str | Engine, *, prefix: str = "", timeout: float = 3
     engine = connect(url_or_engine) if isinstance(url_or_engine, str) else url_or_engine
     try:
         with _locked(engine, timeout), _connected(engine) as conn:
+            ctx = MigrationContext.configure(conn, opts={"version_table": version_table(prefix)})
+            current = ctx.get_current_revision()
+            conn.commit()
+            if current is not None and current not in known_revisions():
+                check_schema(engine, prefix=prefix)  # raises: newer than this code knows
             cfg = _config(prefix)
             cfg.attributes["connection"] = conn
             command.upgrade(cfg, "head")
