@@ -184,10 +184,6 @@ def build_parser() -> Parser:
     p.add_argument("--postings", type=int, default=4)
     p.add_argument("--resumes", type=int, default=250, help="resumes per posting")
     p.add_argument("--seed", type=int, default=7)
-
-    p = sub.add_parser("operator", help="run the Kubernetes operator (kopf)")
-    p.add_argument("--namespace", action="append", help="namespace to watch (repeatable; default all)")
-    p.add_argument("--liveness", default="http://0.0.0.0:8080/healthz")
     return parser
 
 
@@ -506,12 +502,6 @@ def cmd_demo(args: argparse.Namespace) -> int:
     )  # fmt: skip
 
 
-def cmd_operator(args: argparse.Namespace) -> int:
-    from feedwatch.operator.main import run_operator  # noqa: PLC0415
-
-    return run_operator(namespaces=args.namespace, liveness=args.liveness)
-
-
 def _set_title(title: str) -> None:
     """Keep the database URL (and its password) out of the process title."""
     try:
@@ -526,7 +516,6 @@ COMMANDS = {
     "watch": cmd_watch, "enqueue": cmd_enqueue, "status": cmd_status, "items": cmd_items,
     "retry": cmd_retry, "gate": cmd_gate, "cancel": cmd_cancel, "delete": cmd_delete,
     "feed": cmd_feed, "migrate": cmd_migrate, "purge": cmd_purge, "demo": cmd_demo,
-    "operator": cmd_operator,
 }  # fmt: skip
 
 if __name__ == "__main__":

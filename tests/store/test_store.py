@@ -117,8 +117,12 @@ def test_the_owner_skips_its_in_flight_items_and_a_new_owner_reclaims_them(feed:
     later = store.now() + timedelta(seconds=31)
     [taken] = store.acquire_leases(feed.name, "w2", later, later + timedelta(seconds=30), 10, True)
     assert taken.lease_epoch == lease.lease_epoch + 1
-    reclaimed, _ = store.claim_items(feed.name, "w2", taken.pk, taken.lease_epoch, 0, later, 10, 3, True)
-    assert [c.attempt for c in reclaimed] == [2]
+    busy, _ = store.claim_items(feed.name, "w2", taken.pk, taken.lease_epoch, 0, later, 10, 3, True)
+    assert busy == [], "a suspect (in flight when its watcher died) is not claimed with others"
+    reclaimed, _ = store.claim_items(
+        feed.name, "w2", taken.pk, taken.lease_epoch, 0, later, 10, 3, True, suspects=True
+    )
+    assert [(c.attempt, c.suspect) for c in reclaimed] == [(2, True)]
     assert store.claim_items(feed.name, "w1", lease.pk, lease.lease_epoch, 0, later, 10, 3, True) is None
 
 

@@ -135,11 +135,13 @@ class LeaseKeeper:
             if pk not in held:
                 w.drop(lease, "lease_lost", "lease lost: another watcher took it after it expired")
         for row in rows:
-            lease = self.leases.get(row.pk)
-            if lease is None:
+            known = self.leases.get(row.pk)
+            if known is None:
                 lease = self._adopt(row, trusted)
                 w.metrics.steals.inc()
                 w.event(lease, "lease_received", f"received {row.id!r} by hand-off")
+            else:
+                lease = known
             lease.trusted_until = trusted
             if row.steal_by and lease.handing_to is None:
                 lease.handing_to = row.steal_by

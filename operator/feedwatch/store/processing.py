@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 from datetime import datetime
+from collections.abc import Sequence
 from typing import Any
 
 from sqlalchemy import bindparam, func, insert, select, update
@@ -86,7 +87,7 @@ class ProcessingQueries(StoreBase):
                 i.c.next_attempt_at <= now,
                 i.c.claim_epoch.is_(None) | (i.c.claim_epoch < epoch),
             )  # fmt: skip
-            rows = []
+            rows: Sequence[Any] = []
             if suspects:
                 rows = conn.execute(due.where(i.c.unanswered > 0).order_by(i.c.pk).limit(1)).all()
             if not rows:

@@ -121,10 +121,11 @@ class ProducingQueries(StoreBase):
                         feed=feed, id=partition, status="available", gate=gate or 0, version=0,
                         ready_at=due, lease_epoch=0, created_at=now, updated_at=now,
                     )  # fmt: skip
-                ).inserted_primary_key[0]
+                ).inserted_primary_key
+                assert pk is not None
                 row = conn.execute(
                     select(p.c.pk, p.c.gate, p.c.version, p.c.status, p.c.ready_at).where(
-                        p.c.pk == pk
+                        p.c.pk == pk[0]
                     )
                 ).one()
             target = row.gate if gate is None else gate
@@ -220,7 +221,7 @@ class ProducingQueries(StoreBase):
         )
         if row is None:
             raise PartitionNotFoundError(f"partition {partition!r} does not exist in feed {feed!r}")
-        return PartitionRow(*row)
+        return PartitionRow(*row)  # type: ignore[call-arg]
 
     def partitions(
         self, feed: str, *, status: str | None = None, after: str | None = None, limit: int = 1000
@@ -236,7 +237,7 @@ class ProducingQueries(StoreBase):
         if after is not None:
             query = query.where(p.c.id > after)
         query = query.order_by(p.c.id).limit(limit)
-        return self.transaction(lambda c: [PartitionRow(*r) for r in c.execute(query)])
+        return self.transaction(lambda c: [PartitionRow(*r) for r in c.execute(query)])  # type: ignore[call-arg]
 
     def items(
         self,
@@ -260,7 +261,7 @@ class ProducingQueries(StoreBase):
         if after is not None:
             query = query.where(i.c.pk > after)
         query = query.order_by(i.c.pk).limit(limit)
-        return self.transaction(lambda c: [ItemRow(*r) for r in c.execute(query)])
+        return self.transaction(lambda c: [ItemRow(*r) for r in c.execute(query)])  # type: ignore[call-arg]
 
     def summary(self, feed: str, partition: str, failed_limit: int = 20) -> PartitionSummary:
         part = self.partition(feed, partition)
@@ -279,7 +280,9 @@ class ProducingQueries(StoreBase):
                 .limit(failed_limit)
             ).all()
             return PartitionSummary(
-                part, {(s, g): int(n) for s, g, n in counts}, [tuple(f) for f in failed]  # type: ignore[misc]
+                part,
+                {(s, g): int(n) for s, g, n in counts},
+                [(f.id, int(f.gate), f.error) for f in failed],
             )
 
         return self.transaction(work)
@@ -313,7 +316,7 @@ class ProducingQueries(StoreBase):
             .order_by(h.c.pk)
             .limit(limit)
         )
-        return self.transaction(lambda c: [HistoryRow(*r) for r in c.execute(query)])
+        return self.transaction(lambda c: [HistoryRow(*r) for r in c.execute(query)])  # type: ignore[call-arg]
 
     # -- user actions -----------------------------------------------------
 
@@ -498,7 +501,7 @@ class ProducingQueries(StoreBase):
                 ]
                 for start in range(0, len(pks), _CHUNK):
                     chunk = {"pks": pks[start : start + _CHUNK]}
-                    expanding = bindparam("pks", expanding=True)
+                    expanding: Any = bindparam("pks", expanding=True)
                     conn.execute(delete(i).where(i.c.partition_pk.in_(expanding)), chunk)
                     conn.execute(delete(h).where(h.c.partition_pk.in_(expanding)), chunk)
                     conn.execute(delete(p).where(p.c.pk.in_(expanding)), chunk)
