@@ -198,7 +198,13 @@ def _version() -> str:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args, extra = parser.parse_known_args(argv)
+    if extra and args.command == "enqueue" and not any(e.startswith("--") for e in extra):
+        # ITEM_JSON after an option (`enqueue P --gate 1 '{...}'`): argparse leaves them over.
+        args.items.extend(extra)
+    elif extra:
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
     try:
         return int(COMMANDS[args.command](args) or 0)
     except UsageError as e:
