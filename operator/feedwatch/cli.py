@@ -29,7 +29,14 @@ from feedwatch.errors import (
     PartitionNotFoundError,
     SchemaMismatchError,
 )
-from feedwatch.settings import FeedSettings, WatcherSettings, coerce, env_name, flag_name, from_environment
+from feedwatch.settings import (
+    FeedSettings,
+    WatcherSettings,
+    coerce,
+    env_name,
+    flag_name,
+    from_environment,
+)
 
 USAGE_ERRORS = (ConfigurationError, FeedNotFoundError, PartitionNotFoundError)
 
@@ -53,15 +60,20 @@ def _db(parser: argparse.ArgumentParser) -> None:
         help="SQLAlchemy database URL (default: $FEEDWATCH_DATABASE_URL), e.g. sqlite:///feed.db, "
         "mysql+pymysql://user:pass@host/db, postgresql+psycopg://user:pass@host/db",
     )
-    parser.add_argument("--table-prefix", default=os.environ.get("FEEDWATCH_TABLE_PREFIX", ""),
-                        help="prefix of every table name (isolates deployments in one database)")  # fmt: skip
+    parser.add_argument(
+        "--table-prefix",
+        default=os.environ.get("FEEDWATCH_TABLE_PREFIX", ""),
+        help="prefix of every table name (isolates deployments in one database)",
+    )
 
 
 def _feed(parser: argparse.ArgumentParser, required: bool = True) -> None:
     parser.add_argument(
-        "--feed", default=os.environ.get("FEEDWATCH_FEED"), required=required and not os.environ.get("FEEDWATCH_FEED"),
+        "--feed",
+        default=os.environ.get("FEEDWATCH_FEED"),
+        required=required and not os.environ.get("FEEDWATCH_FEED"),
         help="feed name (default: $FEEDWATCH_FEED)",
-    )  # fmt: skip
+    )
 
 
 def _output(parser: argparse.ArgumentParser) -> None:
@@ -72,9 +84,11 @@ def _feed_settings_flags(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("feed settings (stored in the feed; every watcher agrees)")
     for f in fields(FeedSettings):
         group.add_argument(
-            flag_name("feed_" + f.name), dest="feed_" + f.name, metavar=type(f.default).__name__.upper(),
+            flag_name("feed_" + f.name),
+            dest="feed_" + f.name,
+            metavar=type(f.default).__name__.upper(),
             help=f"{f.metadata['doc']} (default {f.default!r})",
-        )  # fmt: skip
+        )
 
 
 def _feed_changes(args: argparse.Namespace) -> dict[str, Any]:
@@ -89,23 +103,45 @@ def _feed_changes(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def build_parser() -> Parser:
-    parser = Parser(prog="feedwatch", description="A queue scheduling system on a relational database.")
+    parser = Parser(
+        prog="feedwatch", description="A queue scheduling system on a relational database."
+    )
     parser.add_argument("--version", action="version", version=f"feedwatch {_version()}")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=Parser)
 
     p = sub.add_parser("watch", help="run a watcher: lease partitions, process items")
     _db(p)
     _feed(p)
-    p.add_argument("--handler", default=os.environ.get("FEEDWATCH_HANDLER"), help="handler URL (HTTP processor)")
-    p.add_argument("--processor", default=os.environ.get("FEEDWATCH_PROCESSOR"), help="module:callable (in-process)")
-    p.add_argument("--migrate", action="store_true", default=_env_flag("FEEDWATCH_MIGRATE"),
-                   help="run migrations first (safe with many replicas)")  # fmt: skip
-    p.add_argument("--create-feed", action="store_true", default=_env_flag("FEEDWATCH_CREATE_FEED"),
-                   help="create the feed with default settings if it does not exist")  # fmt: skip
+    p.add_argument(
+        "--handler",
+        default=os.environ.get("FEEDWATCH_HANDLER"),
+        help="handler URL (HTTP processor)",
+    )
+    p.add_argument(
+        "--processor",
+        default=os.environ.get("FEEDWATCH_PROCESSOR"),
+        help="module:callable (in-process)",
+    )
+    p.add_argument(
+        "--migrate",
+        action="store_true",
+        default=_env_flag("FEEDWATCH_MIGRATE"),
+        help="run migrations first (safe with many replicas)",
+    )
+    p.add_argument(
+        "--create-feed",
+        action="store_true",
+        default=_env_flag("FEEDWATCH_CREATE_FEED"),
+        help="create the feed with default settings if it does not exist",
+    )
     group = p.add_argument_group("watcher settings (also FEEDWATCH_<NAME> variables)")
     for f in fields(WatcherSettings):
-        group.add_argument(flag_name(f.name), dest=f.name, metavar=type(f.default).__name__.upper(),
-                           help=f"{f.metadata['doc']} (default {f.default!r}; ${env_name(f.name)})")  # fmt: skip
+        group.add_argument(
+            flag_name(f.name),
+            dest=f.name,
+            metavar=type(f.default).__name__.upper(),
+            help=f"{f.metadata['doc']} (default {f.default!r}; ${env_name(f.name)})",
+        )
 
     p = sub.add_parser("enqueue", help="add items to a partition (created if new)")
     _db(p)
@@ -113,10 +149,17 @@ def build_parser() -> Parser:
     p.add_argument("--gate", type=int, help="gate of the items (default: the partition's gate)")
     p.add_argument("--not-before", help="ISO time (UTC) before which the items are not due")
     p.add_argument("--content-type", help="content type of the items' data")
-    p.add_argument("--file", "-f", help="items from a file: JSON lines or a JSON array ('-' = stdin)")
+    p.add_argument(
+        "--file", "-f", help="items from a file: JSON lines or a JSON array ('-' = stdin)"
+    )
     p.add_argument("partition")
-    p.add_argument("items", nargs="*", metavar="ITEM_JSON",
-                   help='items as JSON: {"id": "a", "data": {...}}; without an id, the id is a hash of the data')  # fmt: skip
+    p.add_argument(
+        "items",
+        nargs="*",
+        metavar="ITEM_JSON",
+        help='items as JSON: {"id": "a", "data": {...}}; '
+        "without an id, the id is a hash of the data",
+    )
     _output(p)
 
     p = sub.add_parser("status", help="partitions with counts per status and gate; failed items")
@@ -135,7 +178,9 @@ def build_parser() -> Parser:
     p.add_argument("--limit", type=int, default=100)
     _output(p)
 
-    p = sub.add_parser("retry", help="re-drive failed items of a partition, or of the whole feed with --all")
+    p = sub.add_parser(
+        "retry", help="re-drive failed items of a partition, or of the whole feed with --all"
+    )
     _db(p)
     _feed(p)
     p.add_argument("partition", nargs="?")
@@ -147,8 +192,10 @@ def build_parser() -> Parser:
     p.add_argument("partition")
     p.add_argument("gate", type=int)
 
-    for name, text in (("cancel", "fail a partition's open items and the partition"),
-                       ("delete", "delete a partition, its items and its history")):  # fmt: skip
+    for name, text in (
+        ("cancel", "fail a partition's open items and the partition"),
+        ("delete", "delete a partition, its items and its history"),
+    ):
         p = sub.add_parser(name, help=text)
         _db(p)
         _feed(p)
@@ -156,7 +203,10 @@ def build_parser() -> Parser:
 
     p = sub.add_parser("feed", help="create, update, show or list feeds")
     fsub = p.add_subparsers(dest="feed_command", required=True, parser_class=Parser)
-    for name, text in (("create", "create a feed (no-op if it exists)"), ("update", "change a feed's settings")):
+    for name, text in (
+        ("create", "create a feed (no-op if it exists)"),
+        ("update", "change a feed's settings"),
+    ):
         q = fsub.add_parser(name, help=text)
         _db(q)
         q.add_argument("name")
@@ -175,7 +225,9 @@ def build_parser() -> Parser:
     _db(p)
     _feed(p)
     p.add_argument("--older-than", required=True, help="e.g. 30d, 12h, 90m")
-    p.add_argument("--history-only", action="store_true", help="keep partitions, purge history rows")
+    p.add_argument(
+        "--history-only", action="store_true", help="keep partitions, purge history rows"
+    )
 
     p = sub.add_parser("demo", help="screen job applications: the whole system in one command")
     p.add_argument("--db", help="database URL (default: a temporary SQLite file)")
@@ -262,8 +314,12 @@ def cmd_watch(args: argparse.Namespace) -> int:
     if args.migrate:
         revision, steps = _migrate(args.db, args.table_prefix)
         if steps:
-            log.info("schema migrated to revision %s: %s", revision, "; ".join(steps),
-                     extra={"action": "schema_migrated"})  # fmt: skip
+            log.info(
+                "schema migrated to revision %s: %s",
+                revision,
+                "; ".join(steps),
+                extra={"action": "schema_migrated"},
+            )
         else:
             log.info("schema already at revision %s", revision, extra={"action": "schema_current"})
     store = _store(args)
@@ -272,7 +328,9 @@ def cmd_watch(args: argparse.Namespace) -> int:
     else:
         store.load_feed(args.feed)  # a missing feed is a usage error, reported before anything else
     processor = build_processor(args.feed, settings, handler=args.handler, processor=args.processor)
-    log.info("watching feed %s on %s", args.feed, redact(args.db), extra={"action": "watch_started"})
+    log.info(
+        "watching feed %s on %s", args.feed, redact(args.db), extra={"action": "watch_started"}
+    )
     asyncio.run(serve(store, args.feed, processor, settings))
     return 0
 
@@ -344,9 +402,12 @@ def cmd_enqueue(args: argparse.Namespace) -> int:
         except ValueError:
             raise UsageError(f"--not-before {args.not_before!r} is not an ISO time") from None
     result = feed.enqueue(
-        args.partition, _parse_items(args), gate=args.gate, not_before=not_before,
+        args.partition,
+        _parse_items(args),
+        gate=args.gate,
+        not_before=not_before,
         content_type=args.content_type,
-    )  # fmt: skip
+    )
     if args.output == "json":
         print(json.dumps(asdict(result)))
     else:
@@ -364,15 +425,26 @@ def cmd_status(args: argparse.Namespace) -> int:
     report: list[dict[str, Any]] = []
     for name in feeds:
         store.load_feed(name)
-        parts = [store.partition(name, args.partition)] if args.partition else store.partitions(name)
+        parts = (
+            [store.partition(name, args.partition)] if args.partition else store.partitions(name)
+        )
         for part in parts:
             summary = store.summary(name, part.id)
-            report.append({
-                "feed": name, "partition": part.id, "status": part.status, "gate": part.gate,
-                "owner": part.owner, "error": part.error,
-                "counts": [{"status": s, "gate": g, "items": n} for (s, g), n in sorted(summary.counts.items())],
-                "failed": [{"item": i, "gate": g, "error": e} for i, g, e in summary.failed],
-            })  # fmt: skip
+            report.append(
+                {
+                    "feed": name,
+                    "partition": part.id,
+                    "status": part.status,
+                    "gate": part.gate,
+                    "owner": part.owner,
+                    "error": part.error,
+                    "counts": [
+                        {"status": s, "gate": g, "items": n}
+                        for (s, g), n in sorted(summary.counts.items())
+                    ],
+                    "failed": [{"item": i, "gate": g, "error": e} for i, g, e in summary.failed],
+                }
+            )
     if args.output == "json":
         print(json.dumps(report, indent=2, default=str))
         return 0
@@ -382,7 +454,11 @@ def cmd_status(args: argparse.Namespace) -> int:
     print(f"{'FEED':<16} {'PARTITION':<24} {'STATUS':<10} {'GATE':>4}  {'OWNER':<28} COUNTS")
     for r in report:
         counts = ", ".join(f"{c['status']}@{c['gate']}={c['items']}" for c in r["counts"])
-        print(f"{r['feed']:<16} {r['partition']:<24} {r['status']:<10} {r['gate']:>4}  {(r['owner'] or '-'):<28} {counts}")
+        owner = r["owner"] or "-"
+        print(
+            f"{r['feed']:<16} {r['partition']:<24} {r['status']:<10} {r['gate']:>4}  "
+            f"{owner:<28} {counts}"
+        )
         if r["error"]:
             print(f"    error: {r['error']}")
         for f in r["failed"]:
@@ -392,20 +468,31 @@ def cmd_status(args: argparse.Namespace) -> int:
 
 def cmd_items(args: argparse.Namespace) -> int:
     feed = _feed_obj(args)
-    rows = feed.items(args.partition, gate=args.gate, status=args.status, after=args.after, limit=args.limit)
+    rows = feed.items(
+        args.partition, gate=args.gate, status=args.status, after=args.after, limit=args.limit
+    )
     out = [
         {
-            "pk": r.pk, "id": r.id, "status": r.status, "gate": r.gate, "attempts": r.attempts,
-            "error": r.error, "content_type": r.content_type, "data": _decode(r.data, r.content_type),
+            "pk": r.pk,
+            "id": r.id,
+            "status": r.status,
+            "gate": r.gate,
+            "attempts": r.attempts,
+            "error": r.error,
+            "content_type": r.content_type,
+            "data": _decode(r.data, r.content_type),
         }
         for r in rows
-    ]  # fmt: skip
+    ]
     if args.output == "json":
         print(json.dumps(out, indent=2, default=str))
     else:
         for r in out:
-            print(f"{r['pk']:>8} {r['id']:<24} {r['status']:<10} gate={r['gate']} attempts={r['attempts']} "
-                  f"data={json.dumps(r['data'], default=str)[:80]}{'  error: ' + r['error'] if r['error'] else ''}")  # fmt: skip
+            error = f"  error: {r['error']}" if r["error"] else ""
+            print(
+                f"{r['pk']:>8} {r['id']:<24} {r['status']:<10} gate={r['gate']} "
+                f"attempts={r['attempts']} data={json.dumps(r['data'], default=str)[:80]}{error}"
+            )
         if len(rows) == args.limit:
             print(f"(more: --after {rows[-1].pk})")
     return 0
@@ -442,7 +529,9 @@ def cmd_cancel(args: argparse.Namespace) -> int:
 
 
 def cmd_delete(args: argparse.Namespace) -> int:
-    print(f"deleted partition {args.partition} and {_feed_obj(args).delete(args.partition)} item(s)")
+    print(
+        f"deleted partition {args.partition} and {_feed_obj(args).delete(args.partition)} item(s)"
+    )
     return 0
 
 
@@ -503,9 +592,13 @@ def cmd_demo(args: argparse.Namespace) -> int:
     from feedwatch.demo import run_demo  # noqa: PLC0415
 
     return run_demo(
-        db=args.db, watchers=args.watchers, handler=args.handler, postings=args.postings,
-        resumes=args.resumes, seed=args.seed,
-    )  # fmt: skip
+        db=args.db,
+        watchers=args.watchers,
+        handler=args.handler,
+        postings=args.postings,
+        resumes=args.resumes,
+        seed=args.seed,
+    )
 
 
 def _set_title(title: str) -> None:
@@ -519,10 +612,19 @@ def _set_title(title: str) -> None:
 
 
 COMMANDS = {
-    "watch": cmd_watch, "enqueue": cmd_enqueue, "status": cmd_status, "items": cmd_items,
-    "retry": cmd_retry, "gate": cmd_gate, "cancel": cmd_cancel, "delete": cmd_delete,
-    "feed": cmd_feed, "migrate": cmd_migrate, "purge": cmd_purge, "demo": cmd_demo,
-}  # fmt: skip
+    "watch": cmd_watch,
+    "enqueue": cmd_enqueue,
+    "status": cmd_status,
+    "items": cmd_items,
+    "retry": cmd_retry,
+    "gate": cmd_gate,
+    "cancel": cmd_cancel,
+    "delete": cmd_delete,
+    "feed": cmd_feed,
+    "migrate": cmd_migrate,
+    "purge": cmd_purge,
+    "demo": cmd_demo,
+}
 
 if __name__ == "__main__":
     sys.exit(main())

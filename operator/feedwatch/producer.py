@@ -114,7 +114,8 @@ class Feed:
         _check_id("partition", partition)
         if gate is not None and (not isinstance(gate, int) or gate < 0):
             raise PayloadError(f"gate must be a non-negative integer, not {gate!r}")
-        limit = self.settings.max_item_bytes
+        settings = self.settings
+        limit = settings.max_item_bytes
         pairs = items.items() if isinstance(items, Mapping) else items
         encoded = [encode_item(i, d, content_type, limit) for i, d in pairs]
         seen: set[str] = set()
@@ -124,9 +125,7 @@ class Feed:
             seen.add(item.id)
         now = self.store.now()
         due = max(now, not_before) if not_before else now
-        return self.store.enqueue(
-            self.name, partition, encoded, gate, due, now, self.settings.history
-        )
+        return self.store.enqueue(self.name, partition, encoded, gate, due, now, settings.history)
 
     # -- reading ------------------------------------------------------------
 

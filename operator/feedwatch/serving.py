@@ -34,8 +34,7 @@ def build_processor(
             health_path=settings.handler_health_path,
             concurrency=settings.concurrency,
         )
-    assert processor is not None
-    target: Any = load_callable(processor)
+    target: Any = load_callable(processor or "")
     if isinstance(target, type):
         target = target()
     if isinstance(target, Processor):
@@ -61,7 +60,9 @@ async def serve(store: Store, feed: str, processor: Processor, settings: Watcher
     try:
         if health is not None:
             await health.start()
-        backlog_task = asyncio.create_task(_report_backlog(watcher, store, feed, metrics), name="backlog")
+        backlog_task = asyncio.create_task(
+            _report_backlog(watcher, store, feed, metrics), name="backlog"
+        )
         await watcher.run()
     finally:
         if backlog_task is not None:
@@ -93,6 +94,6 @@ async def _report_backlog(watcher: Watcher, store: Store, feed: str, metrics: Me
     while True:
         try:
             metrics.backlog.set(await watcher.db(store.backlog, feed, watcher.clock.now(), 100_000))
-        except Exception as error:  # noqa: BLE001 - the gauge is best effort; the engine logs outages
+        except Exception as error:
             log.debug("backlog not refreshed: %s", error)
         await asyncio.sleep(max(watcher.settings.poll_interval * 5, 5.0))

@@ -37,11 +37,14 @@ from feedwatch.store import Store
 Say = Callable[[str], None]
 
 #: Settings of the demo's watchers: quick passes, and frequent renewals (where
-#: a watcher learns how many others are alive and sees steal requests), so that
-#: balancing shows within the few seconds the demo lasts.
+#: a watcher sees that another asked it for a partition, and hands it off), so
+#: that balancing shows within the few seconds the demo lasts.
 POLL_INTERVAL = 0.2
 LEASE_DURATION = 6.0
 RENEW_INTERVAL = 0.5
+#: Processor calls in flight per watcher: the classifier mostly waits (like a
+#: call to an OCR service), so more calls in flight means more items per second.
+CONCURRENCY = 64
 GRACE_PERIOD = 5.0
 _OWNER_PID = re.compile(r"-(\d+)-[0-9a-f]{8}$")
 
@@ -53,14 +56,12 @@ class DemoError(Exception):
 def demo_settings() -> WatcherSettings:
     return WatcherSettings(
         poll_interval=POLL_INTERVAL, lease_duration=LEASE_DURATION, renew_interval=RENEW_INTERVAL,
-        grace_period=GRACE_PERIOD, health_port=0,
+        grace_period=GRACE_PERIOD, health_port=0, concurrency=CONCURRENCY,
     )  # fmt: skip
 
 
 class InProcessWatchers:
     """One :class:`~feedwatch.Watcher` on the demo's own event loop."""
-
-    kind = "in-process"
 
     def __init__(self, store: Store, feed: str, handler: str | None) -> None:
         self.store, self.feed, self.handler = store, feed, handler
@@ -133,8 +134,6 @@ class _Process:
 class ProcessWatchers:
     """``count`` processes of ``python -m feedwatch watch``, set up by ``FEEDWATCH_*`` variables."""
 
-    kind = "processes"
-
     def __init__(
         self,
         store: Store,
@@ -176,6 +175,7 @@ class ProcessWatchers:
             "FEEDWATCH_POLL_INTERVAL": str(POLL_INTERVAL),
             "FEEDWATCH_LEASE_DURATION": str(LEASE_DURATION),
             "FEEDWATCH_RENEW_INTERVAL": str(RENEW_INTERVAL),
+            "FEEDWATCH_CONCURRENCY": str(CONCURRENCY),
             "FEEDWATCH_GRACE_PERIOD": str(GRACE_PERIOD),
             "FEEDWATCH_HEALTH_PORT": "0",
             "FEEDWATCH_LOG_LEVEL": "INFO",

@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING
 
 from feedwatch.engine import gating, retrying
 from feedwatch.processors.base import Item, Result
-from feedwatch.store.records import Claimed, ItemOutcome
+from feedwatch.store.records import Claimed, ClaimRequest, ItemOutcome
 
 if TYPE_CHECKING:
     from feedwatch.engine.leasing import Lease
@@ -70,9 +70,9 @@ class Dispatcher:
         return max(wait, 0.005)
 
     async def round(self) -> bool:
-        """Claim and dispatch once across all leases; True if anything started."""
+        """Claim and dispatch once across all leases (one statement); True if anything started."""
         w = self.w
-        if w.feed_settings.paused:
+        if w.feed_settings.paused or self.isolating:
             return False
         mono = w.clock.monotonic()
         leases = [
@@ -81,52 +81,57 @@ class Dispatcher:
             if lease.trusted(mono) and lease.handing_to is None and lease.idle_until <= mono
         ]
         free = w.settings.concurrency - self.calls_in_flight
-        if not leases or free <= 0 or self.isolating:
+        if not leases or free <= 0 or w.stopping:
             return False
         share = max(1, math.ceil(w.settings.concurrency / len(w.leases)))
         self._cursor = (self._cursor + 1) % len(leases)
-        progressed = False
+        requests: list[ClaimRequest] = []
+        by_pk: dict[int, Lease] = {}
+        budget = min(free, w.settings.batch_size)
         for lease in leases[self._cursor :] + leases[: self._cursor]:
-            if free <= 0 or w.stopping or self.isolating:
-                break
-            room = min(share - lease.in_flight, free, w.settings.batch_size)
+            room = min(share - lease.in_flight, budget)
             if room <= 0:
                 continue
-            started = await self.claim(lease, room)
-            free -= started
-            progressed = progressed or started > 0
-        return progressed
-
-    async def claim(self, lease: Lease, room: int) -> int:
-        w = self.w
+            requests.append(ClaimRequest(lease.pk, lease.epoch, lease.gate, room))
+            by_pk[lease.pk] = lease
+            budget -= room
+            if budget <= 0:
+                break
+        if not requests:
+            return False
         s = w.feed_settings
-        for _ in range(3):  # a gate advance is followed by a claim at the new gate
-            alone = self.calls_in_flight == 0 and not self.pending
-            claimed = await w.db(
-                w.store.claim_items, w.feed, w.owner, lease.pk, lease.epoch, lease.gate,
-                w.clock.now(), room, s.max_unanswered, s.history, suspects=alone,
-            )  # fmt: skip
-            if claimed is None:
-                w.drop(lease, "lease_lost", f"{lease.id!r} is no longer ours")
-                return 0
-            items, dead = claimed
-            if dead:
-                w.metrics.item("fail", dead)
-            if items:
-                lease.empty_work = 0
-                if items[0].suspect:
-                    self.isolating = True  # nothing else starts until the suspect answers
-                for item in items:
-                    self.start(lease, item)
-                return len(items)
+        alone = self.calls_in_flight == 0 and not self.pending
+        batch = await w.db(
+            w.store.claim_batch, w.feed, w.owner, requests, w.clock.now(), s.max_unanswered,
+            s.history, suspects=alone,
+        )  # fmt: skip
+        if batch.failed:
+            w.metrics.item("fail", batch.failed)
+        progressed = False
+        for pk in batch.lost:
+            w.drop(by_pk[pk], "lease_lost", f"{by_pk[pk].id!r} is no longer ours")
+        for pk, items in batch.claimed.items():
+            lease = by_pk[pk]
+            lease.empty_work = 0
+            if items[0].suspect:
+                self.isolating = True  # nothing else starts until the suspect answers
+            for item in items:
+                self.start(lease, item)
+            progressed = True
+        if self.isolating:
+            return progressed
+        for request in requests:
+            lease = by_pk[request.partition_pk]
+            if request.partition_pk in batch.claimed or lease.dropped:
+                continue
             if lease.in_flight:
                 # Wait for the results in flight before deciding anything; look
                 # again after a poll interval for items enqueued meanwhile.
                 lease.idle_until = w.clock.monotonic() + w.settings.poll_interval
-                return 0
-            if not await gating.checkpoint(w, lease):
-                return 0
-        return 0
+                continue
+            if await gating.checkpoint(w, lease):
+                progressed = True  # a gate advanced (or work is due): claim again now
+        return progressed
 
     # -- calling the processor -------------------------------------------
 

@@ -3,22 +3,23 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST
 
+from feedwatch.errors import FeedwatchError
 from feedwatch.observability.metrics import Metrics
 
 
 class HealthServer:
-    """``/healthz``: the process is alive. ``/readyz``: the checks pass. ``/metrics``: Prometheus."""
+    """``/healthz``: alive. ``/readyz``: the checks pass. ``/metrics``: Prometheus."""
 
     def __init__(
         self,
         port: int,
         metrics: Metrics,
-        checks: dict[str, Callable[[], Awaitable[bool]]],
+        checks: Mapping[str, Callable[[], Awaitable[bool]]],
         *,
         host: str = "0.0.0.0",  # noqa: S104 - probes reach pods on their pod IP
     ) -> None:
@@ -35,7 +36,14 @@ class HealthServer:
         app.router.add_get("/metrics", self._metrics)
         self._runner = web.AppRunner(app, access_log=None)
         await self._runner.setup()
-        await web.TCPSite(self._runner, self.host, self.port).start()
+        try:
+            await web.TCPSite(self._runner, self.host, self.port).start()
+        except OSError as error:
+            await self.stop()
+            raise FeedwatchError(
+                f"cannot serve /healthz, /readyz and /metrics on {self.host}:{self.port}: "
+                f"{error.strerror or error} (health_port)"
+            ) from None
 
     async def stop(self) -> None:
         if self._runner is not None:
@@ -56,4 +64,6 @@ class HealthServer:
         return web.json_response({"ready": ok, "checks": results}, status=200 if ok else 503)
 
     async def _metrics(self, _: web.Request) -> web.Response:
-        return web.Response(body=self.metrics.render(), headers={"Content-Type": CONTENT_TYPE_LATEST})
+        return web.Response(
+            body=self.metrics.render(), headers={"Content-Type": CONTENT_TYPE_LATEST}
+        )

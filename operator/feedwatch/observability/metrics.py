@@ -11,35 +11,51 @@ class Metrics:
         labels = ["feed"]
         r = self.registry
         self._items = Counter(
-            "feedwatch_items_total", "Item results committed, by outcome.", ["feed", "outcome"],
+            "feedwatch_items_total",
+            "Item results committed, by outcome.",
+            ["feed", "outcome"],
             registry=r,
-        )  # fmt: skip
+        )
         self.latency = Histogram(
-            "feedwatch_processing_seconds", "Processor call latency.", labels, registry=r,
+            "feedwatch_processing_seconds",
+            "Processor call latency.",
+            labels,
+            registry=r,
             buckets=(0.001, 0.005, 0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60),
-        ).labels(feed)  # fmt: skip
-        self.leases = Gauge("feedwatch_leases_held", "Partitions leased now.", labels, registry=r).labels(feed)
+        ).labels(feed)
+        self.leases = Gauge(
+            "feedwatch_leases_held", "Partitions leased now.", labels, registry=r
+        ).labels(feed)
         self.gate_advances = Counter(
             "feedwatch_gate_advances_total", "Gates advanced.", labels, registry=r
         ).labels(feed)
         self.partitions_closed = Counter(
-            "feedwatch_partitions_closed_total", "Partitions closed, by status.",
-            ["feed", "status"], registry=r,
-        )  # fmt: skip
+            "feedwatch_partitions_closed_total",
+            "Partitions closed, by status.",
+            ["feed", "status"],
+            registry=r,
+        )
         self.steals = Counter(
             "feedwatch_steals_total", "Partitions received by hand-off steals.", labels, registry=r
         ).labels(feed)
         self.lost_races = Counter(
-            "feedwatch_lost_races_total", "Writes discarded because another writer won.", labels,
+            "feedwatch_lost_races_total",
+            "Writes discarded because another writer won.",
+            labels,
             registry=r,
-        ).labels(feed)  # fmt: skip
+        ).labels(feed)
         self.backlog = Gauge(
-            "feedwatch_backlog_items", "Available items in the feed (capped count).", labels, registry=r
+            "feedwatch_backlog_items",
+            "Available items in the feed (capped count).",
+            labels,
+            registry=r,
         ).labels(feed)
         self.active_partitions = Gauge(
-            "feedwatch_active_partitions", "Partitions with work due (capped count).", labels,
+            "feedwatch_active_partitions",
+            "Partitions with work due (capped count).",
+            labels,
             registry=r,
-        ).labels(feed)  # fmt: skip
+        ).labels(feed)
         self.in_flight = Gauge(
             "feedwatch_in_flight", "Processor calls in flight.", labels, registry=r
         ).labels(feed)

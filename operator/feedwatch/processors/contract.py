@@ -29,9 +29,7 @@ def parse_reply(reply: Any) -> Result:
     elif "complete" in reply:
         done = reply["complete"]
     else:
-        raise RetryableError(
-            "the reply has neither done/complete nor error: " + _preview(reply)
-        )
+        raise RetryableError("the reply has neither done/complete nor error: " + _preview(reply))
     if not isinstance(done, bool):
         raise RetryableError(f"done must be true or false, not {done!r}")
     gate = reply.get("gate")

@@ -11,7 +11,6 @@ with ``Retry-After`` set the next attempt time without counting a failure.
 
 from __future__ import annotations
 
-import asyncio
 import json
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
@@ -88,7 +87,9 @@ class HTTPProcessor:
     ) -> None:
         parts = urlsplit(url)
         if parts.scheme not in ("http", "https") or not parts.hostname:
-            raise ConfigurationError(f"the handler URL must be http:// or https://, not {redact_url(url)!r}")
+            raise ConfigurationError(
+                f"the handler URL must be http:// or https://, not {redact_url(url)!r}"
+            )
         self.url = url
         self.shown_url = redact_url(url)
         self.feed = feed
@@ -104,7 +105,7 @@ class HTTPProcessor:
     def _client(self) -> aiohttp.ClientSession:
         if self._session is None or self._session.closed:
             connector = aiohttp.TCPConnector(
-                limit=self.concurrency, keepalive_timeout=30, ssl=None if self.verify_tls else False
+                limit=self.concurrency, keepalive_timeout=30, ssl=self.verify_tls
             )
             self._session = aiohttp.ClientSession(
                 connector=connector,
@@ -163,7 +164,8 @@ class HTTPProcessor:
         length = response.content_length
         if length is not None and length > self.max_body:
             raise RetryableError(
-                f"the handler's reply is {length} bytes, over {self.max_body} bytes (handler_max_body)"
+                f"the handler's reply is {length} bytes, "
+                f"over {self.max_body} bytes (handler_max_body)"
             )
         body = bytearray()
         async for chunk in response.content.iter_any():
@@ -183,7 +185,7 @@ class HTTPProcessor:
         try:
             async with self._client().get(url, headers=self.headers, allow_redirects=False) as r:
                 return 200 <= r.status < 300
-        except (aiohttp.ClientError, asyncio.TimeoutError):
+        except (TimeoutError, aiohttp.ClientError):
             return False
 
     async def close(self) -> None:

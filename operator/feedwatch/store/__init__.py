@@ -7,6 +7,8 @@ The engine and the producer API never build SQL; dialect differences live in
 from feedwatch.store.connection import connect
 from feedwatch.store.migrating import current_revision, head_revision, migrate
 from feedwatch.store.records import (
+    ClaimBatch,
+    ClaimRequest,
     Claimed,
     HistoryRow,
     ItemOutcome,
@@ -18,6 +20,8 @@ from feedwatch.store.records import (
 from feedwatch.store.store import Store
 
 __all__ = [
+    "ClaimBatch",
+    "ClaimRequest",
     "Claimed",
     "HistoryRow",
     "ItemOutcome",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import logging
 import random
 import time
@@ -10,7 +11,7 @@ from collections.abc import Callable, Iterable, Sequence
 from datetime import UTC, datetime
 from typing import Any, TypeVar
 
-from sqlalchemy import Table, bindparam, select, text
+from sqlalchemy import Table, TextClause, bindparam, select, text
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import DBAPIError, IntegrityError
 
@@ -105,29 +106,34 @@ class StoreBase:
         won: set[int] = set()
         if not rows:
             return won
-        name = table.name
-        sets = [(c, e) for c, e in assignments] + [
-            ("version", f"{name}.version + 1"),
-            ("token", ":token"),
-        ]
         for start in range(0, len(rows), 1000):
             chunk = rows[start : start + 1000]
-            source = dialects.rows_source(self.dialect, columns, len(chunk), casts)
-            assign = ", ".join(
-                f"{name}.{c} = {e}" if self.dialect == "mysql" else f"{c} = {e}" for c, e in sets
-            )
-            sql = dialects.update_from(
-                self.dialect,
-                name,
-                assign,
-                source,
-                f"{name}.pk = v.pk AND {name}.version = v.version",
-            )
+            sql = self._update_sql(table.name, tuple(assignments), tuple(columns), len(chunk), tuple(casts.items()))
             bound = dialects.bind_rows(columns, [self._raw_row(r) for r in chunk])
-            conn.execute(text(sql), {**bound, **params, "token": token})
-            pks = [r[0] for r in chunk]
-            won |= self.read_token(conn, table, pks, token)
+            conn.execute(sql, {**bound, **params, "token": token})
+            won |= self.read_token(conn, table, [r[0] for r in chunk], token)
         return won
+
+    @functools.lru_cache(maxsize=256)  # noqa: B019 - one store per process; keys are small
+    def _update_sql(
+        self,
+        name: str,
+        assignments: tuple[tuple[str, str], ...],
+        columns: tuple[str, ...],
+        count: int,
+        casts: tuple[tuple[str, str], ...],
+    ) -> TextClause:
+        """The multi-row UPDATE for ``count`` rows, built and parsed once per shape."""
+        sets = [*assignments, ("version", f"{name}.version + 1"), ("token", ":token")]
+        assign = ", ".join(
+            f"{name}.{c} = {e}" if self.dialect == "mysql" else f"{c} = {e}" for c, e in sets
+        )
+        source = dialects.rows_source(self.dialect, columns, count, dict(casts))
+        return text(
+            dialects.update_from(
+                self.dialect, name, assign, source, f"{name}.pk = v.pk AND {name}.version = v.version"
+            )
+        )
 
     def read_token(self, conn: Connection, table: Table, pks: Iterable[int], token: str) -> set[int]:
         query = select(table.c.pk).where(

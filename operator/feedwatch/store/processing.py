@@ -12,12 +12,12 @@ from datetime import datetime
 from collections.abc import Sequence
 from typing import Any
 
-from sqlalchemy import bindparam, func, insert, select, update
+from sqlalchemy import bindparam, func, insert, select, union_all, update
 from sqlalchemy.engine import Connection
 
 from feedwatch.errors import DatabaseUnavailableError
 from feedwatch.store.base import StoreBase, bounded, new_token
-from feedwatch.store.records import CheckpointDecision, Claimed, ItemOutcome
+from feedwatch.store.records import CheckpointDecision, ClaimBatch, Claimed, ClaimRequest, ItemOutcome
 
 log = logging.getLogger("feedwatch.store")
 
@@ -55,45 +55,91 @@ class ProcessingQueries(StoreBase):
         *,
         suspects: bool = False,
     ) -> tuple[list[Claimed], int] | None:
-        """Claim up to ``limit`` due items of the partition's gate, oldest first.
+        """:meth:`claim_batch` for one partition: ``None`` if ``owner`` lost it."""
+        batch = self.claim_batch(
+            feed, owner, [ClaimRequest(partition_pk, epoch, gate, limit)], now, max_unanswered,
+            history, suspects=suspects,
+        )  # fmt: skip
+        if partition_pk in batch.lost:
+            return None
+        return batch.claimed.get(partition_pk, []), batch.failed
 
-        A claim records the attempt (so a crash counts), the lease epoch (so the
-        owner skips what it has in flight, while a new owner may take it), and
-        bumps the version the result must carry. Items dispatched
-        ``max_unanswered`` times without an answer fail here instead.
+    def claim_batch(
+        self,
+        feed: str,
+        owner: str,
+        requests: Sequence[ClaimRequest],
+        now: datetime,
+        max_unanswered: int,
+        history: bool,
+        *,
+        suspects: bool = False,
+    ) -> ClaimBatch:
+        """Claim due items of several held partitions in one transaction, oldest first.
+
+        Each partition gives up to its request's ``limit`` items at its gate (one
+        index range per partition, read in a single UNION ALL statement; one
+        UPDATE claims them all). A claim records the attempt (so a crash
+        counts), the lease epoch (so the owner skips what it has in flight,
+        while a new owner may take it) and bumps the version the result must
+        carry. Items dispatched ``max_unanswered`` times without an answer
+        fail here instead.
 
         Suspects (items that were in flight when a watcher died) are claimed
-        only with ``suspects=True``, one at a time, which the engine asks for
+        only with ``suspects=True`` and then alone, which the engine asks for
         only when nothing else is in flight: a poison item that kills its
-        watcher then takes no innocent item down with it again.
-        Returns ``None`` if ``owner`` no longer holds the partition, else the
-        claimed items and how many were failed as unanswered.
+        watcher takes no innocent item down with it again.
         """
         i, p = self.tables.items, self.tables.partitions
+        wanted = {r.partition_pk: r for r in requests}
 
-        def work(conn: Connection) -> tuple[list[Claimed], int] | None:
-            held = conn.execute(
-                select(p.c.pk).where(p.c.pk == partition_pk, p.c.owner == owner)
-            ).first()
-            if held is None:
-                return None
-            due = select(
-                i.c.pk, i.c.id, i.c.gate, i.c.version, i.c.attempts, i.c.failures,
-                i.c.polls, i.c.unanswered, i.c.data, i.c.content_type,
-            ).where(
-                i.c.partition_pk == partition_pk,
-                i.c.status == "available",
-                i.c.gate == gate,
-                i.c.next_attempt_at <= now,
-                i.c.claim_epoch.is_(None) | (i.c.claim_epoch < epoch),
+        def due(request: ClaimRequest, suspect: bool, limit: int) -> Any:
+            return (
+                select(
+                    i.c.pk, i.c.partition_pk, i.c.id, i.c.gate, i.c.version, i.c.attempts,
+                    i.c.failures, i.c.polls, i.c.unanswered, i.c.data, i.c.content_type,
+                )
+                .where(
+                    i.c.partition_pk == request.partition_pk,
+                    i.c.status == "available",
+                    i.c.gate == request.gate,
+                    i.c.next_attempt_at <= now,
+                    i.c.claim_epoch.is_(None) | (i.c.claim_epoch < request.epoch),
+                    (i.c.unanswered > 0) if suspect else (i.c.unanswered == 0),
+                )
+                .order_by(i.c.pk)
+                .limit(limit)
+                .subquery()
             )  # fmt: skip
+
+        def read(conn: Connection, suspect: bool, reqs: Sequence[ClaimRequest]) -> Sequence[Any]:
+            parts = [select(due(r, suspect, 1 if suspect else r.limit)) for r in reqs]
+            query: Any = parts[0] if len(parts) == 1 else union_all(*parts)
+            return conn.execute(query).all()
+
+        def work(conn: Connection) -> ClaimBatch:
+            held = {
+                row[0]
+                for row in conn.execute(
+                    select(p.c.pk).where(
+                        p.c.pk.in_(bindparam("pks", expanding=True)), p.c.owner == owner
+                    ),
+                    {"pks": list(wanted)},
+                )
+            }
+            result = ClaimBatch(lost=set(wanted) - held)
+            reqs = [r for r in requests if r.partition_pk in held]
+            if not reqs:
+                return result
             rows: Sequence[Any] = []
             if suspects:
-                rows = conn.execute(due.where(i.c.unanswered > 0).order_by(i.c.pk).limit(1)).all()
+                rows = read(conn, True, reqs)[:1]
             if not rows:
-                rows = conn.execute(due.where(i.c.unanswered == 0).order_by(i.c.pk).limit(limit)).all()
+                rows = []
+                for start in range(0, len(reqs), 50):  # bounded statement size
+                    rows = [*rows, *read(conn, False, reqs[start : start + 50])]
             if not rows:
-                return [], 0
+                return result
             dead = [r for r in rows if r.unanswered >= max_unanswered]
             live = [r for r in rows if r.unanswered < max_unanswered]
             token = new_token()
@@ -103,13 +149,13 @@ class ProcessingQueries(StoreBase):
                 [
                     ("attempts", f"{i.name}.attempts + 1"),
                     ("unanswered", f"{i.name}.unanswered + 1"),
-                    ("claim_epoch", ":epoch"),
+                    ("claim_epoch", "v.epoch"),
                     ("updated_at", ":now"),
                 ],
-                ("pk", "version"),
-                [(r.pk, r.version) for r in live],
-                _PK_CASTS,
-                {"epoch": epoch, "now": self.ts(now)},
+                ("pk", "version", "epoch"),
+                [(r.pk, r.version, wanted[r.partition_pk].epoch) for r in live],
+                {**_PK_CASTS, "epoch": "INTEGER"},
+                {"now": self.ts(now)},
                 token,
             )
             dead_won: set[int] = set()
@@ -128,41 +174,37 @@ class ProcessingQueries(StoreBase):
                     },
                     token,
                 )
-            claimed = [
-                Claimed(
-                    pk=r.pk,
-                    id=r.id,
-                    gate=r.gate,
-                    version=r.version + 1,
-                    attempt=r.attempts + 1,
-                    failures=r.failures,
-                    polls=r.polls,
-                    data=r.data,
-                    content_type=r.content_type,
-                    suspect=r.unanswered > 0,
-                )
-                for r in live
-                if r.pk in won
-            ]
+            events: list[dict[str, Any]] = []
+            for r in live:
+                if r.pk not in won:
+                    continue
+                claimed = Claimed(
+                    pk=r.pk, id=r.id, gate=r.gate, version=r.version + 1,
+                    attempt=r.attempts + 1, failures=r.failures, polls=r.polls, data=r.data,
+                    content_type=r.content_type, suspect=r.unanswered > 0,
+                )  # fmt: skip
+                result.claimed.setdefault(r.partition_pk, []).append(claimed)
+                events.append(
+                    {
+                        "partition_pk": r.partition_pk, "item_pk": r.pk, "event": "dispatched",
+                        "from_version": r.version, "from_status": "available",
+                        "to_status": "available", "gate": r.gate, "attempt": r.attempts + 1,
+                    }
+                )  # fmt: skip
+            for r in dead:
+                if r.pk in dead_won:
+                    events.append(
+                        {
+                            "partition_pk": r.partition_pk, "item_pk": r.pk, "event": "failed",
+                            "from_version": r.version, "from_status": "available",
+                            "to_status": "failed", "gate": r.gate, "attempt": r.attempts,
+                            "message": "never answered",
+                        }
+                    )  # fmt: skip
+            result.failed = len(dead_won)
             if history:
-                events = [
-                    {
-                        "item_pk": c.pk, "event": "dispatched", "from_version": c.version - 1,
-                        "from_status": "available", "to_status": "available",
-                        "gate": c.gate, "attempt": c.attempt,
-                    }
-                    for c in claimed
-                ] + [
-                    {
-                        "item_pk": r.pk, "event": "failed", "from_version": r.version,
-                        "from_status": "available", "to_status": "failed", "gate": r.gate,
-                        "attempt": r.attempts, "message": "never answered",
-                    }
-                    for r in dead
-                    if r.pk in dead_won
-                ]  # fmt: skip
-                self._history(conn, feed, partition_pk, owner, now, events)
-            return claimed, len(dead_won)
+                self._history(conn, feed, None, owner, now, events)
+            return result
 
         return self.transaction(work)
 

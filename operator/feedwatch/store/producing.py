@@ -136,7 +136,7 @@ class ProducingQueries(StoreBase):
                 )
             existing: dict[str, str] = {}
             ids = [it.id for it in items]
-            for start in range(0, len(ids), _CHUNK):
+            for start in range(0, 0 if created else len(ids), _CHUNK):
                 existing.update(
                     conn.execute(
                         select(i.c.id, i.c.input_hash).where(

@@ -82,6 +82,25 @@ class Claimed:
 
 
 @dataclass(frozen=True)
+class ClaimRequest:
+    """Up to ``limit`` items of a held partition, at its gate, under its lease epoch."""
+
+    partition_pk: int
+    epoch: int
+    gate: int
+    limit: int
+
+
+@dataclass
+class ClaimBatch:
+    """What one claim statement got: items per partition, partitions no longer held."""
+
+    claimed: dict[int, list[Claimed]] = field(default_factory=dict)
+    lost: set[int] = field(default_factory=set)
+    failed: int = 0
+
+
+@dataclass(frozen=True)
 class ItemOutcome:
     """The new state of a dispatched item, computed by the engine, written by the store."""
 
