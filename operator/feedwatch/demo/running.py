@@ -20,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import json
 import shlex
+import shutil
 import tempfile
 import time
 from dataclasses import dataclass, field
@@ -130,6 +131,7 @@ class Demo:
         self.progress = Progress()
         self.pks: dict[str, int] = {}
         self.finished = 0.0
+        self.logs: Path | None = None
 
     # -- the story --------------------------------------------------------------------
 
@@ -166,6 +168,8 @@ class Demo:
             finally:
                 await pool.stop()
             await asyncio.to_thread(self._report, self.finished)
+            if self.logs is not None:
+                shutil.rmtree(self.logs, ignore_errors=True)
         finally:
             self.store.close()
         return 0
@@ -192,7 +196,9 @@ class Demo:
     def _watchers(self) -> Watchers:
         if self.watcher_count == 1:
             return InProcessWatchers(self.store, self.feed.name, self.handler)
-        logs = self.workdir or Path(tempfile.mkdtemp(prefix="feedwatch-demo-logs-"))
+        logs = self.workdir
+        if logs is None:  # removed after a run that went well; kept to read if not
+            logs = self.logs = Path(tempfile.mkdtemp(prefix="feedwatch-demo-logs-"))
         return ProcessWatchers(
             self.store, url=self.url, feed=self.feed.name, count=self.watcher_count,
             handler=self.handler, logs=logs,

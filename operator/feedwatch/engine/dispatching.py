@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import math
 import random
+import uuid
 from typing import TYPE_CHECKING
 
 from feedwatch.engine import gating, retrying
@@ -36,6 +37,8 @@ class Dispatcher:
         self.tasks: set[asyncio.Task[None]] = set()
         self.rng = random.Random()
         self._cursor = 0
+        self._batch_token: str | None = None
+        self._batch_len = 0
         #: A suspect (an item in flight when a watcher died) runs alone.
         self.isolating = False
 
@@ -193,18 +196,25 @@ class Dispatcher:
                     continue
             if len(self.pending) < w.settings.batch_size and self.calls_in_flight:
                 await asyncio.sleep(w.settings.commit_interval)
-            batch = self.pending[: w.settings.batch_size]
+            # A retried batch is exactly the batch that failed (same rows, same token).
+            batch = self.pending[: self._batch_len or w.settings.batch_size]
+            self._batch_len = len(batch)
+            retrying = self._batch_token is not None
+            self._batch_token = self._batch_token or uuid.uuid4().hex
             try:
                 won = await w.db(
                     w.store.commit_results, w.feed, w.owner, [o for _, o in batch],
-                    w.clock.now(), w.feed_settings.history,
+                    w.clock.now(), w.feed_settings.history, self._batch_token, retrying,
                 )  # fmt: skip
             except Exception as error:
                 if not w.is_database_trouble(error):
                     raise
                 w.log_database_trouble(error)
+                # The same batch is retried with the same token, so a COMMIT
+                # that landed before the error is recognised, not counted lost.
                 await w.sleep(min(w.settings.poll_interval, 1.0))
                 continue
+            self._batch_token, self._batch_len = None, 0
             del self.pending[: len(batch)]
             for lease, outcome in batch:
                 lease.in_flight -= 1

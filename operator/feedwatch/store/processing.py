@@ -215,18 +215,28 @@ class ProcessingQueries(StoreBase):
         outcomes: list[ItemOutcome],
         now: datetime,
         history: bool,
+        token: str | None = None,
+        retrying: bool = False,
     ) -> set[int]:
         """Write a batch of results; return the pks whose write won.
 
         A result whose item changed since its claim (another watcher took the
         partition and re-claimed it, or a user re-drove it) loses and is
         discarded. If the connection breaks during COMMIT, the outcome is
-        resolved by reading the token back: nothing is applied twice.
+        resolved by reading the token back: nothing is applied twice. A caller
+        that retries a failed batch passes the same ``token``, so a COMMIT that
+        did land before the failure is recognised as its own.
         """
         if not outcomes:
             return set()
         i = self.tables.items
-        token = new_token()
+        if token is not None and retrying:
+            pks = [o.pk for o in outcomes]
+            landed = self.transaction(lambda c: self.read_token(c, i, pks, token))
+            if landed:
+                log.info("an earlier attempt of this batch was committed (%d rows)", len(landed))
+                return landed
+        token = token or new_token()
         rows = [
             (
                 o.pk, o.version, o.status, o.gate, 1 if o.set_data else 0, o.data,
