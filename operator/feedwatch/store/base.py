@@ -65,12 +65,20 @@ class StoreBase:
 
     # -- transactions -----------------------------------------------------
 
-    def transaction(self, work: Callable[[Connection], T], *, attempts: int = 8) -> T:
-        """Run ``work`` in one transaction, retrying it whole on deadlock or serialization failure."""
+    def transaction(
+        self, work: Callable[[Connection], T], *, attempts: int = 8, readonly: bool = False
+    ) -> T:
+        """Run ``work`` in one transaction, retrying it whole on deadlock or serialization failure.
+
+        ``readonly`` transactions do not take SQLite's write lock.
+        """
         for attempt in range(1, attempts + 1):
             try:
-                with self.engine.begin() as conn:
-                    return work(conn)
+                with self.engine.connect() as conn:
+                    if readonly:
+                        conn.execution_options(feedwatch_readonly=True)
+                    with conn.begin():
+                        return work(conn)
             except IntegrityError:
                 raise
             except DBAPIError as error:

@@ -221,7 +221,7 @@ class LeaseQueries(StoreBase):
             )
             .group_by(p.c.owner)
         )
-        return self.transaction(lambda c: {o: int(n) for o, n in c.execute(query)})
+        return self.transaction(lambda c: {o: int(n) for o, n in c.execute(query)}, readonly=True)
 
     def count_active(self, feed: str, now: datetime, cap: int) -> int:
         """Partitions with work due now, counted up to ``cap`` (cost bounded by the cap)."""
@@ -232,7 +232,7 @@ class LeaseQueries(StoreBase):
             .limit(cap)
             .subquery()
         )
-        return self.transaction(lambda c: int(c.execute(select(func.count()).select_from(due)).scalar() or 0))
+        return self.transaction(lambda c: int(c.execute(select(func.count()).select_from(due)).scalar() or 0), readonly=True)
 
     # -- heartbeats -------------------------------------------------------
 
@@ -268,9 +268,9 @@ class LeaseQueries(StoreBase):
         """Watchers whose heartbeat has not expired (a graceful exit removes its row at once)."""
         h = self.tables.heartbeats
         query = select(func.count()).where(h.c.feed == feed, h.c.expires_at >= now)
-        return self.transaction(lambda c: int(c.execute(query).scalar() or 1))
+        return self.transaction(lambda c: int(c.execute(query).scalar() or 1), readonly=True)
 
     def live_watchers(self, feed: str, now: datetime) -> list[str]:
         h = self.tables.heartbeats
         query = select(h.c.owner).where(h.c.feed == feed, h.c.expires_at >= now).order_by(h.c.owner)
-        return self.transaction(lambda c: [r[0] for r in c.execute(query)])
+        return self.transaction(lambda c: [r[0] for r in c.execute(query)], readonly=True)

@@ -448,7 +448,7 @@ class ProcessingQueries(StoreBase):
         query = select(i.c.pk, i.c.status, i.c.version).where(
             i.c.pk.in_(bindparam("pks", expanding=True))
         )
-        return self.transaction(lambda c: {r[0]: (r[1], r[2]) for r in c.execute(query, {"pks": pks})})
+        return self.transaction(lambda c: {r[0]: (r[1], r[2]) for r in c.execute(query, {"pks": pks})}, readonly=True)
 
 
 def failed_policy_blocks(policy: str) -> bool:

@@ -75,7 +75,7 @@ class ProducingQueries(StoreBase):
 
     def load_feed(self, name: str) -> FeedSettings:
         f = self.tables.feeds
-        row = self.transaction(lambda c: c.execute(select(f).where(f.c.name == name)).first())
+        row = self.transaction(lambda c: c.execute(select(f).where(f.c.name == name)).first(), readonly=True)
         if row is None:
             raise FeedNotFoundError(
                 f"feed {name!r} does not exist: create it with `feedwatch feed create {name}` "
@@ -86,7 +86,7 @@ class ProducingQueries(StoreBase):
 
     def feed_names(self) -> list[str]:
         f = self.tables.feeds
-        return self.transaction(lambda c: [r[0] for r in c.execute(select(f.c.name).order_by(f.c.name))])
+        return self.transaction(lambda c: [r[0] for r in c.execute(select(f.c.name).order_by(f.c.name))], readonly=True)
 
     # -- enqueue ----------------------------------------------------------
 
@@ -218,7 +218,7 @@ class ProducingQueries(StoreBase):
                     p.c.created_at, p.c.updated_at,
                 ).where(p.c.feed == feed, p.c.id == partition)  # fmt: skip
             ).first()
-        )
+        , readonly=True)
         if row is None:
             raise PartitionNotFoundError(f"partition {partition!r} does not exist in feed {feed!r}")
         return PartitionRow(*row)  # type: ignore[call-arg]
@@ -237,7 +237,7 @@ class ProducingQueries(StoreBase):
         if after is not None:
             query = query.where(p.c.id > after)
         query = query.order_by(p.c.id).limit(limit)
-        return self.transaction(lambda c: [PartitionRow(*r) for r in c.execute(query)])  # type: ignore[call-arg]
+        return self.transaction(lambda c: [PartitionRow(*r) for r in c.execute(query)], readonly=True)  # type: ignore[call-arg]
 
     def items(
         self,
@@ -261,7 +261,7 @@ class ProducingQueries(StoreBase):
         if after is not None:
             query = query.where(i.c.pk > after)
         query = query.order_by(i.c.pk).limit(limit)
-        return self.transaction(lambda c: [ItemRow(*r) for r in c.execute(query)])  # type: ignore[call-arg]
+        return self.transaction(lambda c: [ItemRow(*r) for r in c.execute(query)], readonly=True)  # type: ignore[call-arg]
 
     def summary(self, feed: str, partition: str, failed_limit: int = 20) -> PartitionSummary:
         part = self.partition(feed, partition)
@@ -285,12 +285,12 @@ class ProducingQueries(StoreBase):
                 [(f.id, int(f.gate), f.error) for f in failed],
             )
 
-        return self.transaction(work)
+        return self.transaction(work, readonly=True)
 
     def feed_counts(self, feed: str) -> dict[str, int]:
         p = self.tables.partitions
         query = select(p.c.status, func.count()).where(p.c.feed == feed).group_by(p.c.status)
-        return self.transaction(lambda c: {s: int(n) for s, n in c.execute(query)})
+        return self.transaction(lambda c: {s: int(n) for s, n in c.execute(query)}, readonly=True)
 
     def backlog(self, feed: str, now: datetime, cap: int = 1_000_000) -> int:
         """Available items in available partitions, counted up to ``cap``."""
@@ -302,7 +302,7 @@ class ProducingQueries(StoreBase):
             .limit(cap)
             .subquery()
         )
-        return self.transaction(lambda c: int(c.execute(select(func.count()).select_from(inner)).scalar() or 0))
+        return self.transaction(lambda c: int(c.execute(select(func.count()).select_from(inner)).scalar() or 0), readonly=True)
 
     def history(self, partition_pk: int, *, after: int = 0, limit: int = 10_000) -> list[HistoryRow]:
         h = self.tables.history
@@ -316,7 +316,7 @@ class ProducingQueries(StoreBase):
             .order_by(h.c.pk)
             .limit(limit)
         )
-        return self.transaction(lambda c: [HistoryRow(*r) for r in c.execute(query)])  # type: ignore[call-arg]
+        return self.transaction(lambda c: [HistoryRow(*r) for r in c.execute(query)], readonly=True)  # type: ignore[call-arg]
 
     # -- user actions -----------------------------------------------------
 
