@@ -230,13 +230,13 @@ class ProcessingQueries(StoreBase):
         if not outcomes:
             return set()
         i = self.tables.items
-        if token is not None and retrying:
+        token = token or new_token()
+        if retrying:
             pks = [o.pk for o in outcomes]
             landed = self.transaction(lambda c: self.read_token(c, i, pks, token))
             if landed:
                 log.info("an earlier attempt of this batch was committed (%d rows)", len(landed))
                 return landed
-        token = token or new_token()
         rows = [
             (
                 o.pk, o.version, o.status, o.gate, 1 if o.set_data else 0, o.data,
