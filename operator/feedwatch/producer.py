@@ -27,7 +27,9 @@ def _store(target: Store | str) -> Store:
 
 def _check_id(kind: str, value: Any) -> str:
     if not isinstance(value, str) or not value or len(value) > MAX_ID:
-        raise PayloadError(f"{kind} id must be a non-empty string of at most {MAX_ID} characters, not {value!r}")
+        raise PayloadError(
+            f"{kind} id must be a non-empty string of at most {MAX_ID} characters, not {value!r}"
+        )
     return value
 
 
@@ -200,7 +202,9 @@ class Feed:
     def delete(self, partition: str) -> int:
         return self.store.delete_partition(self.name, partition)
 
-    def purge(self, older_than: timedelta, *, partitions: bool = True, history: bool = True) -> tuple[int, int]:
+    def purge(
+        self, older_than: timedelta, *, partitions: bool = True, history: bool = True
+    ) -> tuple[int, int]:
         """Delete complete partitions and history older than ``older_than``."""
         return self.store.purge(
             self.name, self.store.now() - older_than, partitions=partitions, history=history

@@ -44,12 +44,8 @@ class FeedSettings:
         default=5,
         metadata=_doc("Retryable errors allowed per item before it fails; -1 = forever.", "", "feed"),
     )
-    backoff_base: float = field(
-        default=1.0, metadata=_doc("Shortest delay before a retry.", "s", "feed")
-    )
-    backoff_cap: float = field(
-        default=300.0, metadata=_doc("Longest delay before a retry.", "s", "feed")
-    )
+    backoff_base: float = field(default=1.0, metadata=_doc("Shortest delay before a retry.", "s", "feed"))
+    backoff_cap: float = field(default=300.0, metadata=_doc("Longest delay before a retry.", "s", "feed"))
     failure_policy: FailurePolicy = field(
         default="block",
         metadata=_doc(
@@ -65,7 +61,9 @@ class FeedSettings:
     )
     poll_limit: int = field(
         default=100,
-        metadata=_doc("Not-done answers allowed per item and gate before it fails; 0 = no limit.", "", "feed"),
+        metadata=_doc(
+            "Not-done answers allowed per item and gate before it fails; 0 = no limit.", "", "feed"
+        ),
     )
     max_unanswered: int = field(
         default=3,
@@ -126,9 +124,7 @@ class WatcherSettings:
             "Stop dispatching this long before the lease could expire; 0 = lease_duration / 10.", "s"
         ),
     )
-    max_partitions: int = field(
-        default=1000, metadata=_doc("Most partitions one watcher leases at once.")
-    )
+    max_partitions: int = field(default=1000, metadata=_doc("Most partitions one watcher leases at once."))
     grace_period: float = field(
         default=10.0,
         metadata=_doc("On shutdown or hand-off, how long in-flight items may finish.", "s"),
@@ -155,9 +151,7 @@ class WatcherSettings:
     handler_max_body: int = field(
         default=16_777_216, metadata=_doc("Largest handler response read.", "bytes")
     )
-    health_port: int = field(
-        default=8080, metadata=_doc("Port of /healthz, /readyz and /metrics; 0 = off.")
-    )
+    health_port: int = field(default=8080, metadata=_doc("Port of /healthz, /readyz and /metrics; 0 = off."))
     log_format: LogFormat = field(default="text", metadata=_doc("`text` or `json`."))
     log_level: str = field(default="INFO", metadata=_doc("Python logging level."))
 
@@ -207,28 +201,22 @@ def flag_name(name: str) -> str:
 def coerce(cls: type[Any], name: str, raw: str) -> Any:
     """Parse a string (flag or variable) into the type of ``cls.name``."""
     default = {f.name: f.default for f in fields(cls)}[name]
+    if isinstance(default, bool):
+        lowered = raw.strip().lower()
+        if lowered in ("1", "true", "yes", "on", "0", "false", "no", "off"):
+            return lowered in ("1", "true", "yes", "on")
+        raise ConfigurationError(f"{name} = {raw!r} is not a valid bool (true/false)")
     try:
-        if isinstance(default, bool):
-            lowered = raw.strip().lower()
-            if lowered in ("1", "true", "yes", "on"):
-                return True
-            if lowered in ("0", "false", "no", "off"):
-                return False
-            raise ValueError(raw)
         if isinstance(default, int):
             return int(raw)
         if isinstance(default, float):
             return float(raw)
     except ValueError:
-        raise ConfigurationError(
-            f"{name} = {raw!r} is not a valid {type(default).__name__}"
-        ) from None
+        raise ConfigurationError(f"{name} = {raw!r} is not a valid {type(default).__name__}") from None
     return raw
 
 
-def from_environment(
-    cls: type[Any], env: Mapping[str, str] | None = None, **overrides: Any
-) -> Any:
+def from_environment(cls: type[Any], env: Mapping[str, str] | None = None, **overrides: Any) -> Any:
     """Build ``cls`` from ``FEEDWATCH_*`` variables; explicit overrides win."""
     env = os.environ if env is None else env
     values: dict[str, Any] = {}
@@ -242,7 +230,10 @@ def from_environment(
 
 def settings_table() -> str:
     """The Markdown table of every setting, for the docs."""
-    rows = ["| setting | flag | variable | unit | default | scope | meaning |", "|---|---|---|---|---|---|---|"]
+    rows = [
+        "| setting | flag | variable | unit | default | scope | meaning |",
+        "|---|---|---|---|---|---|---|",
+    ]
     for cls in (FeedSettings, WatcherSettings):
         for f in fields(cls):
             meta = f.metadata

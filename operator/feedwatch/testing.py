@@ -94,7 +94,7 @@ class WatcherRunner:
         try:
             self.watcher = Watcher(*self._args, **self._kwargs)
             loop.run_until_complete(self._run(self.watcher))
-        except BaseException as e:  # noqa: BLE001 - handed to the caller
+        except BaseException as e:
             self.error = e
             self._ready.set()
         finally:
@@ -120,7 +120,9 @@ class WatcherRunner:
             raise self.error
 
 
-def wait_for(condition: Callable[[], Any], timeout: float = 30, interval: float = 0.05, message: str = "") -> Any:
+def wait_for(
+    condition: Callable[[], Any], timeout: float = 30, interval: float = 0.05, message: str = ""
+) -> Any:
     """Poll ``condition`` until it returns something truthy, or fail after ``timeout``."""
     deadline = time.monotonic() + timeout
     while True:
@@ -144,18 +146,24 @@ def check_invariants(store: Store, feed: str) -> list[str]:
         parts = {
             r.pk: r
             for r in conn.execute(
-                select(t.partitions.c.pk, t.partitions.c.id, t.partitions.c.status, t.partitions.c.gate)
-                .where(t.partitions.c.feed == feed)
+                select(
+                    t.partitions.c.pk, t.partitions.c.id, t.partitions.c.status, t.partitions.c.gate
+                ).where(t.partitions.c.feed == feed)
             )
         }
         items = conn.execute(
-            select(t.items.c.pk, t.items.c.partition_pk, t.items.c.id, t.items.c.status, t.items.c.gate)
-            .where(t.items.c.partition_pk.in_(list(parts) or [-1]))
+            select(
+                t.items.c.pk, t.items.c.partition_pk, t.items.c.id, t.items.c.status, t.items.c.gate
+            ).where(t.items.c.partition_pk.in_(list(parts) or [-1]))
         ).all()
         history = conn.execute(
             select(
-                t.history.c.pk, t.history.c.partition_pk, t.history.c.item_pk, t.history.c.event,
-                t.history.c.from_version, t.history.c.gate,
+                t.history.c.pk,
+                t.history.c.partition_pk,
+                t.history.c.item_pk,
+                t.history.c.event,
+                t.history.c.from_version,
+                t.history.c.gate,
             )
             .where(t.history.c.feed == feed)
             .order_by(t.history.c.pk)
@@ -163,8 +171,15 @@ def check_invariants(store: Store, feed: str) -> list[str]:
     for it in items:
         part = parts[it.partition_pk]
         if it.status == "available" and it.gate < part.gate:
-            problems.append(f"1: item {part.id}/{it.id} is available at gate {it.gate} below its partition's gate {part.gate}")
-        if part.status == "complete" and it.status != "complete" and not (policy == "skip" and it.status == "failed"):
+            problems.append(
+                f"1: item {part.id}/{it.id} is available at gate {it.gate} "
+                f"below its partition's gate {part.gate}"
+            )
+        if (
+            part.status == "complete"
+            and it.status != "complete"
+            and not (policy == "skip" and it.status == "failed")
+        ):
             problems.append(f"2: partition {part.id} is complete while item {it.id} is {it.status}")
     problems += check_history(
         [(h.partition_pk, h.item_pk, h.event, h.from_version, h.gate) for h in history],
@@ -201,11 +216,14 @@ def check_history(
         elif event == "gate_advanced":
             previous = gates.get(partition_pk, -1)
             if gate <= previous:
-                problems.append(f"4: partition {name} gate went down from {previous} to {gate} without a user")
+                problems.append(
+                    f"4: partition {name} gate went down from {previous} to {gate} without a user"
+                )
             gates[partition_pk] = gate
     return problems
 
 
 def assert_invariants(store: Store, feed: str) -> None:
     problems = check_invariants(store, feed)
-    assert not problems, "invariants violated:\n" + "\n".join(problems[:50])
+    if problems:
+        raise AssertionError("invariants violated:\n" + "\n".join(problems[:50]))

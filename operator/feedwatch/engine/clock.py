@@ -31,8 +31,10 @@ class DatabaseClock:
         """The database's time now (naive UTC)."""
         if self._base is None:
             self.sync()
-        assert self._base is not None
-        return self._base + timedelta(seconds=time.monotonic() - self._base_mono)
+        base = self._base
+        if base is None:
+            raise RuntimeError("the database clock was never read")
+        return base + timedelta(seconds=time.monotonic() - self._base_mono)
 
     @staticmethod
     def monotonic() -> float:

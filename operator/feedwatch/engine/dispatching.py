@@ -35,7 +35,7 @@ class Dispatcher:
         self.wake = asyncio.Event()
         self.results_ready = asyncio.Event()
         self.tasks: set[asyncio.Task[None]] = set()
-        self.rng = random.Random()
+        self.rng = random.Random()  # noqa: S311 - backoff jitter, not cryptography
         self._cursor = 0
         self._batch_token: str | None = None
         self._batch_len = 0
@@ -105,9 +105,15 @@ class Dispatcher:
         s = w.feed_settings
         alone = self.calls_in_flight == 0 and not self.pending
         batch = await w.db(
-            w.store.claim_batch, w.feed, w.owner, requests, w.clock.now(), s.max_unanswered,
-            s.history, suspects=alone,
-        )  # fmt: skip
+            w.store.claim_batch,
+            w.feed,
+            w.owner,
+            requests,
+            w.clock.now(),
+            s.max_unanswered,
+            s.history,
+            suspects=alone,
+        )
         if batch.failed:
             w.metrics.item("fail", batch.failed)
         progressed = False
@@ -149,15 +155,18 @@ class Dispatcher:
     async def call(self, lease: Lease, claimed: Claimed) -> None:
         w = self.w
         item = Item(
-            feed=w.feed, partition=lease.id, id=claimed.id, gate=claimed.gate,
-            attempt=claimed.attempt, data=claimed.data, content_type=claimed.content_type,
-        )  # fmt: skip
+            feed=w.feed,
+            partition=lease.id,
+            id=claimed.id,
+            gate=claimed.gate,
+            attempt=claimed.attempt,
+            data=claimed.data,
+            content_type=claimed.content_type,
+        )
         started = w.clock.monotonic()
         answer: Result | BaseException
         try:
             answer = await w.processor.process(item)
-            if not isinstance(answer, Result):
-                raise TypeError(f"the processor returned {type(answer).__name__}, not a Result")
         except asyncio.CancelledError:
             self.calls_in_flight -= 1
             lease.in_flight -= 1
@@ -167,6 +176,8 @@ class Dispatcher:
             answer = error
         finally:
             w.metrics.latency.observe(w.clock.monotonic() - started)
+        if not isinstance(answer, Result | BaseException):
+            answer = TypeError(f"the processor returned {type(answer).__name__}, not a Result")
         self.calls_in_flight -= 1
         if claimed.suspect:
             self.isolating = False
@@ -174,9 +185,12 @@ class Dispatcher:
         outcome = retrying.outcome(lease.pk, claimed, answer, w.feed_settings, w.clock.now(), self.rng)
         if outcome.kind != "complete":
             w.log.debug(
-                "item %s: %s (%s)", claimed.id, outcome.kind, outcome.error,
+                "item %s: %s (%s)",
+                claimed.id,
+                outcome.kind,
+                outcome.error,
                 extra={"action": f"item_{outcome.kind}", "partition": lease.id, "item": claimed.id},
-            )  # fmt: skip
+            )
         self.pending.append((lease, outcome))
         self.results_ready.set()
         self.wake.set()
@@ -203,9 +217,15 @@ class Dispatcher:
             self._batch_token = self._batch_token or uuid.uuid4().hex
             try:
                 won = await w.db(
-                    w.store.commit_results, w.feed, w.owner, [o for _, o in batch],
-                    w.clock.now(), w.feed_settings.history, self._batch_token, retrying,
-                )  # fmt: skip
+                    w.store.commit_results,
+                    w.feed,
+                    w.owner,
+                    [o for _, o in batch],
+                    w.clock.now(),
+                    w.feed_settings.history,
+                    self._batch_token,
+                    retrying,
+                )
             except Exception as error:
                 if not w.is_database_trouble(error):
                     raise
@@ -222,15 +242,18 @@ class Dispatcher:
                     w.metrics.item(outcome.kind)
                     if outcome.kind == "fail":
                         w.log.info(
-                            "item %s failed: %s", outcome.pk, outcome.error,
+                            "item %s failed: %s",
+                            outcome.pk,
+                            outcome.error,
                             extra={"action": "item_failed", "partition": lease.id},
-                        )  # fmt: skip
+                        )
                 else:
                     w.metrics.lost_races.inc()
                     w.log.debug(
-                        "result of item %s discarded: it changed since its claim", outcome.pk,
+                        "result of item %s discarded: it changed since its claim",
+                        outcome.pk,
                         extra={"action": "lost_race", "partition": lease.id},
-                    )  # fmt: skip
+                    )
                 if lease.in_flight == 0:
                     lease.idle_until = 0.0
             self.wake.set()
@@ -245,6 +268,7 @@ class Dispatcher:
             if pending:
                 await asyncio.gather(*pending, return_exceptions=True)
                 self.w.log.warning(
-                    "%d processor call(s) cancelled after the grace period", len(pending),
+                    "%d processor call(s) cancelled after the grace period",
+                    len(pending),
                     extra={"action": "grace_exceeded"},
-                )  # fmt: skip
+                )

@@ -47,8 +47,8 @@ async def checkpoint(w: Watcher, lease: Lease) -> bool:
                 return False
             return True
         case "held":
-            assert decision.ready_at is not None
-            lease.idle_until = mono + max((decision.ready_at - w.clock.now()).total_seconds(), 0.0)
+            ready = decision.ready_at or w.clock.now()
+            lease.idle_until = mono + max((ready - w.clock.now()).total_seconds(), 0.0)
             return False
         case "advanced":
             lease.gate = decision.gate

@@ -166,9 +166,15 @@ class LeaseKeeper:
             now = w.clock.now()
             until = now + timedelta(seconds=w.settings.lease_duration)
             handed = await w.db(
-                w.store.hand_off, w.feed, w.owner, lease.pk, lease.handing_to, now, until,
+                w.store.hand_off,
+                w.feed,
+                w.owner,
+                lease.pk,
+                lease.handing_to,
+                now,
+                until,
                 w.feed_settings.history,
-            )  # fmt: skip
+            )
             w.drop(
                 lease,
                 "lease_handed_off" if handed else "lease_lost",
@@ -191,10 +197,14 @@ class LeaseKeeper:
             return
         mono = w.clock.monotonic()
         rows: list[LeaseRow] = await w.db(
-            w.store.acquire_leases, w.feed, w.owner, now,
-            now + timedelta(seconds=w.settings.lease_duration), goal - held,
+            w.store.acquire_leases,
+            w.feed,
+            w.owner,
+            now,
+            now + timedelta(seconds=w.settings.lease_duration),
+            goal - held,
             w.feed_settings.history,
-        )  # fmt: skip
+        )
         trusted = mono + w.settings.lease_duration - w.settings.margin
         for row in rows:
             lease = self._adopt(row, trusted)
@@ -212,17 +222,18 @@ class LeaseKeeper:
             pk = await w.db(w.store.request_steal, w.feed, w.owner, victim)
             if pk is not None:
                 w.log.info(
-                    "asked %s for a partition (holding %d, target %d)", victim, held, goal,
+                    "asked %s for a partition (holding %d, target %d)",
+                    victim,
+                    held,
+                    goal,
                     extra={"action": "steal_requested"},
-                )  # fmt: skip
+                )
 
     async def release_all(self) -> None:
         w = self.w
         pks = list(self.leases)
         if pks:
-            await w.db(
-                w.store.release_leases, w.feed, w.owner, pks, w.clock.now(), w.feed_settings.history
-            )
+            await w.db(w.store.release_leases, w.feed, w.owner, pks, w.clock.now(), w.feed_settings.history)
             for lease in list(self.leases.values()):
                 w.drop(lease, "lease_released", f"released {lease.id!r}")
         await w.db(w.store.remove_heartbeat, w.feed, w.owner)

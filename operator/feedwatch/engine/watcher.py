@@ -172,9 +172,10 @@ class Watcher:
         if mono - self._db_trouble_logged > 5:
             self._db_trouble_logged = mono
             self.log.warning(
-                "database trouble, retrying: %s", str(error).splitlines()[0],
+                "database trouble, retrying: %s",
+                str(error).splitlines()[0],
                 extra={"action": "database_unavailable"},
-            )  # fmt: skip
+            )
 
     def _spawn(self, coro: Coroutine[Any, Any, None], name: str) -> None:
         task = asyncio.create_task(coro, name=f"feedwatch:{self.owner}:{name}")
@@ -189,7 +190,9 @@ class Watcher:
         if error is not None and self._failure is None:
             self._failure = error
             self.log.error(
-                "task %s failed; stopping", task.get_name(), exc_info=error,
+                "task %s failed; stopping",
+                task.get_name(),
+                exc_info=error,
                 extra={"action": "watcher_failed"},
-            )  # fmt: skip
+            )
             self.request_stop()

@@ -8,8 +8,8 @@ from feedwatch.store.connection import connect
 from feedwatch.store.migrating import current_revision, head_revision, migrate
 from feedwatch.store.records import (
     ClaimBatch,
-    ClaimRequest,
     Claimed,
+    ClaimRequest,
     HistoryRow,
     ItemOutcome,
     ItemRow,

@@ -54,7 +54,8 @@ class StoreBase:
         if self.dialect == "sqlite":
             return datetime.now(UTC).replace(tzinfo=None)
         value = self.transaction(lambda c: c.execute(text(dialects.now_sql(self.dialect))).scalar())
-        assert isinstance(value, datetime)
+        if not isinstance(value, datetime):
+            raise TypeError(f"the database clock returned {value!r}")
         return value.replace(tzinfo=None)
 
     def ts(self, value: datetime | None) -> Any:
@@ -65,9 +66,7 @@ class StoreBase:
 
     # -- transactions -----------------------------------------------------
 
-    def transaction(
-        self, work: Callable[[Connection], T], *, attempts: int = 8, readonly: bool = False
-    ) -> T:
+    def transaction(self, work: Callable[[Connection], T], *, attempts: int = 8, readonly: bool = False) -> T:
         """Run ``work`` in one transaction, retrying it whole on deadlock or serialization failure.
 
         ``readonly`` transactions do not take SQLite's write lock.
@@ -116,7 +115,9 @@ class StoreBase:
             return won
         for start in range(0, len(rows), 1000):
             chunk = rows[start : start + 1000]
-            sql = self._update_sql(table.name, tuple(assignments), tuple(columns), len(chunk), tuple(casts.items()))
+            sql = self._update_sql(
+                table.name, tuple(assignments), tuple(columns), len(chunk), tuple(casts.items())
+            )
             bound = dialects.bind_rows(columns, [self._raw_row(r) for r in chunk])
             conn.execute(sql, {**bound, **params, "token": token})
             won |= self.read_token(conn, table, [r[0] for r in chunk], token)
@@ -133,9 +134,7 @@ class StoreBase:
     ) -> TextClause:
         """The multi-row UPDATE for ``count`` rows, built and parsed once per shape."""
         sets = [*assignments, ("version", f"{name}.version + 1"), ("token", ":token")]
-        assign = ", ".join(
-            f"{name}.{c} = {e}" if self.dialect == "mysql" else f"{c} = {e}" for c, e in sets
-        )
+        assign = ", ".join(f"{name}.{c} = {e}" if self.dialect == "mysql" else f"{c} = {e}" for c, e in sets)
         source = dialects.rows_source(self.dialect, columns, count, dict(casts))
         return text(
             dialects.update_from(

@@ -47,8 +47,7 @@ def connect(url: str, *, pool_size: int = 5, echo: bool = False) -> Engine:
     if driver not in _DRIVERS[backend]:
         wanted = next(iter(_DRIVERS[backend]))
         raise DatabaseURLError(
-            f"unsupported driver {driver!r} for {backend} in {redact(url)!r}; "
-            f"use {backend}+{wanted}://"
+            f"unsupported driver {driver!r} for {backend} in {redact(url)!r}; use {backend}+{wanted}://"
         )
     kwargs: dict[str, Any] = {"echo": echo, "future": True}
     if backend == "sqlite":

@@ -83,9 +83,7 @@ def rows_source(dialect: str, columns: Sequence[str], count: int, casts: dict[st
     rows = []
     if dialect == "sqlite":
         # SQLite names VALUES columns column1, column2, ...: rename them.
-        values = ", ".join(
-            "(" + ", ".join(f":{c}_{i}" for c in columns) + ")" for i in range(count)
-        )
+        values = ", ".join("(" + ", ".join(f":{c}_{i}" for c in columns) + ")" for i in range(count))
         renamed = ", ".join(f"column{n + 1} AS {c}" for n, c in enumerate(columns))
         return f"(SELECT {renamed} FROM (VALUES {values})) AS v"
     for i in range(count):

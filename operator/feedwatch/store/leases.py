@@ -26,9 +26,7 @@ class LeaseQueries(StoreBase):
         ).where(p.c.feed == feed, p.c.owner == owner, p.c.status == "available")
         return [LeaseRow(*row) for row in conn.execute(query)]
 
-    def _lease_history(
-        self, conn: Connection, feed: str, rows: list[dict[str, Any]], now: datetime
-    ) -> None:
+    def _lease_history(self, conn: Connection, feed: str, rows: list[dict[str, Any]], now: datetime) -> None:
         if rows:
             conn.execute(insert(self.tables.history), [{"feed": feed, "at": now, **r} for r in rows])
 
@@ -102,9 +100,7 @@ class LeaseQueries(StoreBase):
 
         return self.transaction(work)
 
-    def release_leases(
-        self, feed: str, owner: str, pks: list[int], now: datetime, history: bool
-    ) -> int:
+    def release_leases(self, feed: str, owner: str, pks: list[int], now: datetime, history: bool) -> int:
         """Give up leases (shutdown, idle partitions); others may take them at once."""
         if not pks:
             return 0
@@ -156,9 +152,7 @@ class LeaseQueries(StoreBase):
             result = conn.execute(
                 update(p)
                 .where(p.c.pk == pk, p.c.owner == owner, p.c.steal_by == to)
-                .values(
-                    owner=to, lease_until=until, lease_epoch=p.c.lease_epoch + 1, steal_by=None
-                )
+                .values(owner=to, lease_until=until, lease_epoch=p.c.lease_epoch + 1, steal_by=None)
             )
             if result.rowcount == 1 and history and row is not None:
                 self._lease_history(
@@ -232,13 +226,13 @@ class LeaseQueries(StoreBase):
             .limit(cap)
             .subquery()
         )
-        return self.transaction(lambda c: int(c.execute(select(func.count()).select_from(due)).scalar() or 0), readonly=True)
+        return self.transaction(
+            lambda c: int(c.execute(select(func.count()).select_from(due)).scalar() or 0), readonly=True
+        )
 
     # -- heartbeats -------------------------------------------------------
 
-    def heartbeat(
-        self, feed: str, owner: str, host: str, now: datetime, expires: datetime
-    ) -> int:
+    def heartbeat(self, feed: str, owner: str, host: str, now: datetime, expires: datetime) -> int:
         """Record that ``owner`` is alive; drop expired rows; return the live watcher count."""
         h = self.tables.heartbeats
 
@@ -253,9 +247,7 @@ class LeaseQueries(StoreBase):
                     )
                 )
             conn.execute(delete(h).where(h.c.feed == feed, h.c.expires_at < now))
-            count = conn.execute(
-                select(func.count()).where(h.c.feed == feed, h.c.expires_at >= now)
-            ).scalar()
+            count = conn.execute(select(func.count()).where(h.c.feed == feed, h.c.expires_at >= now)).scalar()
             return int(count or 1)
 
         return self.transaction(work)

@@ -41,7 +41,8 @@ def version_table(prefix: str) -> str:
 
 def head_revision() -> str:
     head = ScriptDirectory.from_config(_config("")).get_current_head()
-    assert head is not None
+    if head is None:
+        raise RuntimeError("feedwatch ships no migrations")
     return head
 
 

@@ -8,8 +8,8 @@ read back, so the engine knows exactly which rows it won.
 from __future__ import annotations
 
 import logging
-from datetime import datetime
 from collections.abc import Sequence
+from datetime import datetime
 from typing import Any
 
 from sqlalchemy import bindparam, func, insert, select, union_all, update
@@ -22,9 +22,17 @@ from feedwatch.store.records import CheckpointDecision, ClaimBatch, Claimed, Cla
 log = logging.getLogger("feedwatch.store")
 
 _RESULT_COLUMNS = (
-    "pk", "version", "status", "gate", "set_data", "data", "error",
-    "next_attempt_at", "failures", "polls",
-)  # fmt: skip
+    "pk",
+    "version",
+    "status",
+    "gate",
+    "set_data",
+    "data",
+    "error",
+    "next_attempt_at",
+    "failures",
+    "polls",
+)
 _RESULT_CASTS = {
     "pk": "BIGINT",
     "version": "INTEGER",
@@ -57,9 +65,14 @@ class ProcessingQueries(StoreBase):
     ) -> tuple[list[Claimed], int] | None:
         """:meth:`claim_batch` for one partition: ``None`` if ``owner`` lost it."""
         batch = self.claim_batch(
-            feed, owner, [ClaimRequest(partition_pk, epoch, gate, limit)], now, max_unanswered,
-            history, suspects=suspects,
-        )  # fmt: skip
+            feed,
+            owner,
+            [ClaimRequest(partition_pk, epoch, gate, limit)],
+            now,
+            max_unanswered,
+            history,
+            suspects=suspects,
+        )
         if partition_pk in batch.lost:
             return None
         return batch.claimed.get(partition_pk, []), batch.failed
@@ -96,8 +109,17 @@ class ProcessingQueries(StoreBase):
         def due(request: ClaimRequest, suspect: bool, limit: int) -> Any:
             return (
                 select(
-                    i.c.pk, i.c.partition_pk, i.c.id, i.c.gate, i.c.version, i.c.attempts,
-                    i.c.failures, i.c.polls, i.c.unanswered, i.c.data, i.c.content_type,
+                    i.c.pk,
+                    i.c.partition_pk,
+                    i.c.id,
+                    i.c.gate,
+                    i.c.version,
+                    i.c.attempts,
+                    i.c.failures,
+                    i.c.polls,
+                    i.c.unanswered,
+                    i.c.data,
+                    i.c.content_type,
                 )
                 .where(
                     i.c.partition_pk == request.partition_pk,
@@ -110,7 +132,7 @@ class ProcessingQueries(StoreBase):
                 .order_by(i.c.pk)
                 .limit(limit)
                 .subquery()
-            )  # fmt: skip
+            )
 
         def read(conn: Connection, suspect: bool, reqs: Sequence[ClaimRequest]) -> Sequence[Any]:
             parts = [select(due(r, suspect, 1 if suspect else r.limit)) for r in reqs]
@@ -121,9 +143,7 @@ class ProcessingQueries(StoreBase):
             held = {
                 row[0]
                 for row in conn.execute(
-                    select(p.c.pk).where(
-                        p.c.pk.in_(bindparam("pks", expanding=True)), p.c.owner == owner
-                    ),
+                    select(p.c.pk).where(p.c.pk.in_(bindparam("pks", expanding=True)), p.c.owner == owner),
                     {"pks": list(wanted)},
                 )
             }
@@ -179,28 +199,45 @@ class ProcessingQueries(StoreBase):
                 if r.pk not in won:
                     continue
                 claimed = Claimed(
-                    pk=r.pk, id=r.id, gate=r.gate, version=r.version + 1,
-                    attempt=r.attempts + 1, failures=r.failures, polls=r.polls, data=r.data,
-                    content_type=r.content_type, suspect=r.unanswered > 0,
-                )  # fmt: skip
+                    pk=r.pk,
+                    id=r.id,
+                    gate=r.gate,
+                    version=r.version + 1,
+                    attempt=r.attempts + 1,
+                    failures=r.failures,
+                    polls=r.polls,
+                    data=r.data,
+                    content_type=r.content_type,
+                    suspect=r.unanswered > 0,
+                )
                 result.claimed.setdefault(r.partition_pk, []).append(claimed)
                 events.append(
                     {
-                        "partition_pk": r.partition_pk, "item_pk": r.pk, "event": "dispatched",
-                        "from_version": r.version, "from_status": "available",
-                        "to_status": "available", "gate": r.gate, "attempt": r.attempts + 1,
+                        "partition_pk": r.partition_pk,
+                        "item_pk": r.pk,
+                        "event": "dispatched",
+                        "from_version": r.version,
+                        "from_status": "available",
+                        "to_status": "available",
+                        "gate": r.gate,
+                        "attempt": r.attempts + 1,
                     }
-                )  # fmt: skip
+                )
             for r in dead:
                 if r.pk in dead_won:
                     events.append(
                         {
-                            "partition_pk": r.partition_pk, "item_pk": r.pk, "event": "failed",
-                            "from_version": r.version, "from_status": "available",
-                            "to_status": "failed", "gate": r.gate, "attempt": r.attempts,
+                            "partition_pk": r.partition_pk,
+                            "item_pk": r.pk,
+                            "event": "failed",
+                            "from_version": r.version,
+                            "from_status": "available",
+                            "to_status": "failed",
+                            "gate": r.gate,
+                            "attempt": r.attempts,
                             "message": "never answered",
                         }
-                    )  # fmt: skip
+                    )
             result.failed = len(dead_won)
             if history:
                 self._history(conn, feed, None, owner, now, events)
@@ -239,11 +276,19 @@ class ProcessingQueries(StoreBase):
                 return landed
         rows = [
             (
-                o.pk, o.version, o.status, o.gate, 1 if o.set_data else 0, o.data,
-                bounded(o.error), o.next_attempt_at, o.failures, o.polls,
+                o.pk,
+                o.version,
+                o.status,
+                o.gate,
+                1 if o.set_data else 0,
+                o.data,
+                bounded(o.error),
+                o.next_attempt_at,
+                o.failures,
+                o.polls,
             )
             for o in outcomes
-        ]  # fmt: skip
+        ]
 
         def work(conn: Connection) -> set[int]:
             won = self.write_rows(
@@ -270,14 +315,19 @@ class ProcessingQueries(StoreBase):
             if history:
                 events = [
                     {
-                        "partition_pk": o.partition_pk, "item_pk": o.pk, "event": o.kind,
-                        "from_version": o.version, "from_status": "available",
-                        "to_status": o.status, "gate": o.gate, "attempt": o.attempt,
+                        "partition_pk": o.partition_pk,
+                        "item_pk": o.pk,
+                        "event": o.kind,
+                        "from_version": o.version,
+                        "from_status": "available",
+                        "to_status": o.status,
+                        "gate": o.gate,
+                        "attempt": o.attempt,
                         "message": bounded(o.error),
                     }
                     for o in outcomes
                     if o.pk in won
-                ]  # fmt: skip
+                ]
                 self._history(conn, feed, None, owner, now, events)
             return won
 
@@ -286,10 +336,7 @@ class ProcessingQueries(StoreBase):
         except DatabaseUnavailableError:
             # The COMMIT may or may not have reached the database: ask it.
             pks = [o.pk for o in outcomes]
-            try:
-                won = self.transaction(lambda c: self.read_token(c, i, pks, token))
-            except DatabaseUnavailableError:
-                raise
+            won = self.transaction(lambda c: self.read_token(c, i, pks, token))
             if won:
                 log.info("ambiguous commit resolved as applied (%d rows)", len(won))
                 return won
@@ -340,10 +387,18 @@ class ProcessingQueries(StoreBase):
                 if (due - now).total_seconds() <= hold_for:
                     return CheckpointDecision("held", gate, due)
                 return self._write_partition(
-                    conn, feed, owner, partition_pk, version, gate, "waiting", now,
+                    conn,
+                    feed,
+                    owner,
+                    partition_pk,
+                    version,
+                    gate,
+                    "waiting",
+                    now,
                     {"ready_at": due, "owner": None, "lease_until": None, "steal_by": None},
-                    history, None,
-                )  # fmt: skip
+                    history,
+                    None,
+                )
             failed = conn.execute(
                 select(i.c.id, i.c.error)
                 .where(i.c.partition_pk == partition_pk, i.c.status == "failed", i.c.gate == gate)
@@ -353,37 +408,89 @@ class ProcessingQueries(StoreBase):
             if failed is not None and failed_policy_blocks(failure_policy):
                 message = bounded(f"item {failed.id!r} failed at gate {gate}: {failed.error}")
                 return self._write_partition(
-                    conn, feed, owner, partition_pk, version, gate, "failed", now,
-                    {"status": "failed", "error": message, "ready_at": None,
-                     "owner": None, "lease_until": None, "steal_by": None},
-                    history, message,
-                )  # fmt: skip
+                    conn,
+                    feed,
+                    owner,
+                    partition_pk,
+                    version,
+                    gate,
+                    "failed",
+                    now,
+                    {
+                        "status": "failed",
+                        "error": message,
+                        "ready_at": None,
+                        "owner": None,
+                        "lease_until": None,
+                        "steal_by": None,
+                    },
+                    history,
+                    message,
+                )
             later = [a for a in available if a[0] > gate]
             if later:
                 next_gate, _, due = later[0]
                 if manual_checkpoint:
                     return self._write_partition(
-                        conn, feed, owner, partition_pk, version, gate, "idle", now,
+                        conn,
+                        feed,
+                        owner,
+                        partition_pk,
+                        version,
+                        gate,
+                        "idle",
+                        now,
                         {"ready_at": None, "owner": None, "lease_until": None, "steal_by": None},
-                        history, f"gate {gate} done; manual checkpoint waits for the producer",
-                    )  # fmt: skip
+                        history,
+                        f"gate {gate} done; manual checkpoint waits for the producer",
+                    )
                 return self._write_partition(
-                    conn, feed, owner, partition_pk, version, next_gate, "advanced", now,
+                    conn,
+                    feed,
+                    owner,
+                    partition_pk,
+                    version,
+                    next_gate,
+                    "advanced",
+                    now,
                     {"gate": next_gate, "ready_at": max(due, now)},
-                    history, f"gate {gate} -> {next_gate}",
-                )  # fmt: skip
+                    history,
+                    f"gate {gate} -> {next_gate}",
+                )
             if auto_close:
                 return self._write_partition(
-                    conn, feed, owner, partition_pk, version, gate, "completed", now,
-                    {"status": "complete", "ready_at": None, "owner": None,
-                     "lease_until": None, "steal_by": None, "error": None},
-                    history, None,
-                )  # fmt: skip
+                    conn,
+                    feed,
+                    owner,
+                    partition_pk,
+                    version,
+                    gate,
+                    "completed",
+                    now,
+                    {
+                        "status": "complete",
+                        "ready_at": None,
+                        "owner": None,
+                        "lease_until": None,
+                        "steal_by": None,
+                        "error": None,
+                    },
+                    history,
+                    None,
+                )
             return self._write_partition(
-                conn, feed, owner, partition_pk, version, gate, "idle", now,
+                conn,
+                feed,
+                owner,
+                partition_pk,
+                version,
+                gate,
+                "idle",
+                now,
                 {"ready_at": None, "owner": None, "lease_until": None, "steal_by": None},
-                history, None,
-            )  # fmt: skip
+                history,
+                None,
+            )
 
         return self.transaction(work)
 
@@ -411,15 +518,30 @@ class ProcessingQueries(StoreBase):
             return CheckpointDecision("lost", gate)
         if history:
             event = {
-                "waiting": "lease_released", "idle": "lease_released", "advanced": "gate_advanced",
-                "failed": "partition_failed", "completed": "partition_completed",
-            }[action]  # fmt: skip
+                "waiting": "lease_released",
+                "idle": "lease_released",
+                "advanced": "gate_advanced",
+                "failed": "partition_failed",
+                "completed": "partition_completed",
+            }[action]
             self._history(
-                conn, feed, pk, owner, now,
-                [{"item_pk": None, "event": event, "from_version": version,
-                  "from_status": "available", "to_status": values.get("status", "available"),
-                  "gate": gate, "message": message}],
-            )  # fmt: skip
+                conn,
+                feed,
+                pk,
+                owner,
+                now,
+                [
+                    {
+                        "item_pk": None,
+                        "event": event,
+                        "from_version": version,
+                        "from_status": "available",
+                        "to_status": values.get("status", "available"),
+                        "gate": gate,
+                        "message": message,
+                    }
+                ],
+            )
         return CheckpointDecision(action, gate, values.get("ready_at"), message)
 
     def _history(
@@ -436,19 +558,26 @@ class ProcessingQueries(StoreBase):
             conn.execute(
                 insert(self.tables.history),
                 [
-                    {"feed": feed, "partition_pk": partition_pk, "owner": owner, "at": now,
-                     "attempt": None, "message": None, **e}
+                    {
+                        "feed": feed,
+                        "partition_pk": partition_pk,
+                        "owner": owner,
+                        "at": now,
+                        "attempt": None,
+                        "message": None,
+                        **e,
+                    }
                     for e in events
                 ],
-            )  # fmt: skip
+            )
 
     def items_in(self, pks: list[int]) -> dict[int, tuple[str, int]]:
         """Status and version of items (for the engine's own checks and tests)."""
         i = self.tables.items
-        query = select(i.c.pk, i.c.status, i.c.version).where(
-            i.c.pk.in_(bindparam("pks", expanding=True))
+        query = select(i.c.pk, i.c.status, i.c.version).where(i.c.pk.in_(bindparam("pks", expanding=True)))
+        return self.transaction(
+            lambda c: {r[0]: (r[1], r[2]) for r in c.execute(query, {"pks": pks})}, readonly=True
         )
-        return self.transaction(lambda c: {r[0]: (r[1], r[2]) for r in c.execute(query, {"pks": pks})}, readonly=True)
 
 
 def failed_policy_blocks(policy: str) -> bool:

@@ -56,9 +56,7 @@ class ProducingQueries(StoreBase):
         def work(conn: Connection) -> bool:
             exists = conn.execute(select(f.c.version).where(f.c.name == name)).first()
             if exists is None:
-                conn.execute(
-                    insert(f).values(name=name, version=1, created_at=now, updated_at=now, **values)
-                )
+                conn.execute(insert(f).values(name=name, version=1, created_at=now, updated_at=now, **values))
                 return True
             if not create_only:
                 conn.execute(
@@ -86,7 +84,9 @@ class ProducingQueries(StoreBase):
 
     def feed_names(self) -> list[str]:
         f = self.tables.feeds
-        return self.transaction(lambda c: [r[0] for r in c.execute(select(f.c.name).order_by(f.c.name))], readonly=True)
+        return self.transaction(
+            lambda c: [r[0] for r in c.execute(select(f.c.name).order_by(f.c.name))], readonly=True
+        )
 
     # -- enqueue ----------------------------------------------------------
 
@@ -118,15 +118,19 @@ class ProducingQueries(StoreBase):
             if row is None:
                 pk = conn.execute(
                     insert(p).values(
-                        feed=feed, id=partition, status="available", gate=gate or 0, version=0,
-                        ready_at=due, lease_epoch=0, created_at=now, updated_at=now,
-                    )  # fmt: skip
-                ).inserted_primary_key
-                assert pk is not None
-                row = conn.execute(
-                    select(p.c.pk, p.c.gate, p.c.version, p.c.status, p.c.ready_at).where(
-                        p.c.pk == pk[0]
+                        feed=feed,
+                        id=partition,
+                        status="available",
+                        gate=gate or 0,
+                        version=0,
+                        ready_at=due,
+                        lease_epoch=0,
+                        created_at=now,
+                        updated_at=now,
                     )
+                ).inserted_primary_key
+                row = conn.execute(
+                    select(p.c.pk, p.c.gate, p.c.version, p.c.status, p.c.ready_at).where(p.c.pk == pk[0])  # type: ignore[index]
                 ).one()
             target = row.gate if gate is None else gate
             if target < row.gate:
@@ -160,15 +164,25 @@ class ProducingQueries(StoreBase):
                     insert(i),
                     [
                         {
-                            "partition_pk": row.pk, "id": it.id, "status": "available",
-                            "gate": target, "version": 0, "data": it.data,
-                            "content_type": it.content_type, "input_hash": it.input_hash,
-                            "attempts": 0, "failures": 0, "polls": 0, "unanswered": 0,
-                            "next_attempt_at": due, "created_at": now, "updated_at": now,
+                            "partition_pk": row.pk,
+                            "id": it.id,
+                            "status": "available",
+                            "gate": target,
+                            "version": 0,
+                            "data": it.data,
+                            "content_type": it.content_type,
+                            "input_hash": it.input_hash,
+                            "attempts": 0,
+                            "failures": 0,
+                            "polls": 0,
+                            "unanswered": 0,
+                            "next_attempt_at": due,
+                            "created_at": now,
+                            "updated_at": now,
                         }
                         for it in new[start : start + _CHUNK]
                     ],
-                )  # fmt: skip
+                )
             reopened = False
             if new or created:
                 status = row.status
@@ -181,19 +195,27 @@ class ProducingQueries(StoreBase):
                     update(p)
                     .where(p.c.pk == row.pk, p.c.version == row.version)
                     .values(
-                        version=p.c.version + 1, status=status, ready_at=ready, updated_at=now,
+                        version=p.c.version + 1,
+                        status=status,
+                        ready_at=ready,
+                        updated_at=now,
                         token=new_token(),
                         **({"error": None} if reopened else {}),
-                    )  # fmt: skip
+                    )
                 )
                 if history:
                     conn.execute(
                         insert(self.tables.history).values(
-                            feed=feed, partition_pk=row.pk, event="enqueued",
-                            from_version=row.version, from_status=None if created else row.status,
-                            to_status=status, gate=target,
-                            message=f"{len(new)} item(s) at gate {target}", at=now,
-                        )  # fmt: skip
+                            feed=feed,
+                            partition_pk=row.pk,
+                            event="enqueued",
+                            from_version=row.version,
+                            from_status=None if created else row.status,
+                            to_status=status,
+                            gate=target,
+                            message=f"{len(new)} item(s) at gate {target}",
+                            at=now,
+                        )
                     )
             return EnqueueResult(row.pk, created, len(new), len(items) - len(new), target, reopened)
 
@@ -213,12 +235,24 @@ class ProducingQueries(StoreBase):
         row = self.transaction(
             lambda c: c.execute(
                 select(
-                    p.c.pk, p.c.feed, p.c.id, p.c.status, p.c.gate, p.c.version, p.c.ready_at,
-                    p.c.owner, p.c.lease_until, p.c.lease_epoch, p.c.steal_by, p.c.error,
-                    p.c.created_at, p.c.updated_at,
-                ).where(p.c.feed == feed, p.c.id == partition)  # fmt: skip
-            ).first()
-        , readonly=True)
+                    p.c.pk,
+                    p.c.feed,
+                    p.c.id,
+                    p.c.status,
+                    p.c.gate,
+                    p.c.version,
+                    p.c.ready_at,
+                    p.c.owner,
+                    p.c.lease_until,
+                    p.c.lease_epoch,
+                    p.c.steal_by,
+                    p.c.error,
+                    p.c.created_at,
+                    p.c.updated_at,
+                ).where(p.c.feed == feed, p.c.id == partition)
+            ).first(),
+            readonly=True,
+        )
         if row is None:
             raise PartitionNotFoundError(f"partition {partition!r} does not exist in feed {feed!r}")
         return PartitionRow(*row)  # type: ignore[call-arg]
@@ -228,10 +262,21 @@ class ProducingQueries(StoreBase):
     ) -> list[PartitionRow]:
         p = self.tables.partitions
         query = select(
-            p.c.pk, p.c.feed, p.c.id, p.c.status, p.c.gate, p.c.version, p.c.ready_at,
-            p.c.owner, p.c.lease_until, p.c.lease_epoch, p.c.steal_by, p.c.error,
-            p.c.created_at, p.c.updated_at,
-        ).where(p.c.feed == feed)  # fmt: skip
+            p.c.pk,
+            p.c.feed,
+            p.c.id,
+            p.c.status,
+            p.c.gate,
+            p.c.version,
+            p.c.ready_at,
+            p.c.owner,
+            p.c.lease_until,
+            p.c.lease_epoch,
+            p.c.steal_by,
+            p.c.error,
+            p.c.created_at,
+            p.c.updated_at,
+        ).where(p.c.feed == feed)
         if status:
             query = query.where(p.c.status == status)
         if after is not None:
@@ -250,10 +295,23 @@ class ProducingQueries(StoreBase):
     ) -> list[ItemRow]:
         i = self.tables.items
         query = select(
-            i.c.pk, i.c.partition_pk, i.c.id, i.c.status, i.c.gate, i.c.version, i.c.data,
-            i.c.content_type, i.c.attempts, i.c.failures, i.c.polls, i.c.unanswered,
-            i.c.next_attempt_at, i.c.error, i.c.created_at, i.c.updated_at,
-        ).where(i.c.partition_pk == partition_pk)  # fmt: skip
+            i.c.pk,
+            i.c.partition_pk,
+            i.c.id,
+            i.c.status,
+            i.c.gate,
+            i.c.version,
+            i.c.data,
+            i.c.content_type,
+            i.c.attempts,
+            i.c.failures,
+            i.c.polls,
+            i.c.unanswered,
+            i.c.next_attempt_at,
+            i.c.error,
+            i.c.created_at,
+            i.c.updated_at,
+        ).where(i.c.partition_pk == partition_pk)
         if gate is not None:
             query = query.where(i.c.gate == gate)
         if status is not None:
@@ -302,16 +360,27 @@ class ProducingQueries(StoreBase):
             .limit(cap)
             .subquery()
         )
-        return self.transaction(lambda c: int(c.execute(select(func.count()).select_from(inner)).scalar() or 0), readonly=True)
+        return self.transaction(
+            lambda c: int(c.execute(select(func.count()).select_from(inner)).scalar() or 0), readonly=True
+        )
 
     def history(self, partition_pk: int, *, after: int = 0, limit: int = 10_000) -> list[HistoryRow]:
         h = self.tables.history
         query = (
             select(
-                h.c.pk, h.c.partition_pk, h.c.item_pk, h.c.event, h.c.from_version,
-                h.c.from_status, h.c.to_status, h.c.gate, h.c.attempt, h.c.owner,
-                h.c.message, h.c.at,
-            )  # fmt: skip
+                h.c.pk,
+                h.c.partition_pk,
+                h.c.item_pk,
+                h.c.event,
+                h.c.from_version,
+                h.c.from_status,
+                h.c.to_status,
+                h.c.gate,
+                h.c.attempt,
+                h.c.owner,
+                h.c.message,
+                h.c.at,
+            )
             .where(h.c.partition_pk == partition_pk, h.c.pk > after)
             .order_by(h.c.pk)
             .limit(limit)
@@ -355,10 +424,17 @@ class ProducingQueries(StoreBase):
                         update(i)
                         .where(i.c.pk.in_(bindparam("pks", expanding=True)), i.c.status == "failed")
                         .values(
-                            status="available", attempts=0, failures=0, polls=0, unanswered=0,
-                            claim_epoch=None, next_attempt_at=now, version=i.c.version + 1,
-                            updated_at=now, token=None,
-                        ),  # fmt: skip
+                            status="available",
+                            attempts=0,
+                            failures=0,
+                            polls=0,
+                            unanswered=0,
+                            claim_epoch=None,
+                            next_attempt_at=now,
+                            version=i.c.version + 1,
+                            updated_at=now,
+                            token=None,
+                        ),
                         {"pks": chunk},
                     )
                 gate = min([part.gate] + [f.gate for f in failed])
@@ -366,25 +442,48 @@ class ProducingQueries(StoreBase):
                     update(p)
                     .where(p.c.pk == part.pk, p.c.version == part.version)
                     .values(
-                        status="available", gate=gate, error=None, ready_at=now, owner=None,
-                        lease_until=None, steal_by=None, version=p.c.version + 1, updated_at=now,
+                        status="available",
+                        gate=gate,
+                        error=None,
+                        ready_at=now,
+                        owner=None,
+                        lease_until=None,
+                        steal_by=None,
+                        version=p.c.version + 1,
+                        updated_at=now,
                         token=None,
-                    )  # fmt: skip
+                    )
                 )
                 if history:
                     rows: list[dict[str, Any]] = [
-                        {"feed": feed, "partition_pk": part.pk, "item_pk": f.pk, "event": "redriven",
-                         "from_version": f.version, "from_status": "failed",
-                         "to_status": "available", "gate": f.gate, "at": now}
+                        {
+                            "feed": feed,
+                            "partition_pk": part.pk,
+                            "item_pk": f.pk,
+                            "event": "redriven",
+                            "from_version": f.version,
+                            "from_status": "failed",
+                            "to_status": "available",
+                            "gate": f.gate,
+                            "at": now,
+                        }
                         for f in failed
-                    ]  # fmt: skip
+                    ]
                     rows.append(
-                        {"feed": feed, "partition_pk": part.pk, "item_pk": None, "event": "redriven",
-                         "from_version": part.version, "from_status": part.status,
-                         "to_status": "available", "gate": gate, "at": now,
-                         "message": f"{len(failed)} item(s) reset"
-                         + (f"; gate moved {part.gate} -> {gate}" if gate != part.gate else "")}
-                    )  # fmt: skip
+                        {
+                            "feed": feed,
+                            "partition_pk": part.pk,
+                            "item_pk": None,
+                            "event": "redriven",
+                            "from_version": part.version,
+                            "from_status": part.status,
+                            "to_status": "available",
+                            "gate": gate,
+                            "at": now,
+                            "message": f"{len(failed)} item(s) reset"
+                            + (f"; gate moved {part.gate} -> {gate}" if gate != part.gate else ""),
+                        }
+                    )
                     conn.execute(insert(h), rows)
                 total += len(failed)
             return total
@@ -421,11 +520,16 @@ class ProducingQueries(StoreBase):
             if history:
                 conn.execute(
                     insert(self.tables.history).values(
-                        feed=feed, partition_pk=part.pk, event="gate_moved",
-                        from_version=part.version, from_status=part.status,
-                        to_status=part.status, gate=gate, at=now,
+                        feed=feed,
+                        partition_pk=part.pk,
+                        event="gate_moved",
+                        from_version=part.version,
+                        from_status=part.status,
+                        to_status=part.status,
+                        gate=gate,
+                        at=now,
                         message=f"gate {part.gate} -> {gate} by hand",
-                    )  # fmt: skip
+                    )
                 )
             return int(part.gate)
 
@@ -446,22 +550,41 @@ class ProducingQueries(StoreBase):
             count = conn.execute(
                 update(i)
                 .where(i.c.partition_pk == part.pk, i.c.status == "available")
-                .values(status="failed", error="cancelled by user", version=i.c.version + 1,
-                        updated_at=now, token=None)  # fmt: skip
+                .values(
+                    status="failed",
+                    error="cancelled by user",
+                    version=i.c.version + 1,
+                    updated_at=now,
+                    token=None,
+                )
             ).rowcount
             conn.execute(
                 update(p)
                 .where(p.c.pk == part.pk)
-                .values(status="failed", error="cancelled by user", owner=None, lease_until=None,
-                        steal_by=None, ready_at=None, version=p.c.version + 1, updated_at=now)  # fmt: skip
+                .values(
+                    status="failed",
+                    error="cancelled by user",
+                    owner=None,
+                    lease_until=None,
+                    steal_by=None,
+                    ready_at=None,
+                    version=p.c.version + 1,
+                    updated_at=now,
+                )
             )
             if history:
                 conn.execute(
                     insert(self.tables.history).values(
-                        feed=feed, partition_pk=part.pk, event="cancelled",
-                        from_version=part.version, from_status=part.status, to_status="failed",
-                        gate=part.gate, at=now, message=f"{count} open item(s) cancelled",
-                    )  # fmt: skip
+                        feed=feed,
+                        partition_pk=part.pk,
+                        event="cancelled",
+                        from_version=part.version,
+                        from_status=part.status,
+                        to_status="failed",
+                        gate=part.gate,
+                        at=now,
+                        message=f"{count} open item(s) cancelled",
+                    )
                 )
             return int(count)
 
