@@ -103,9 +103,7 @@ def _feed_changes(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def build_parser() -> Parser:
-    parser = Parser(
-        prog="feedwatch", description="A queue scheduling system on a relational database."
-    )
+    parser = Parser(prog="feedwatch", description="A queue scheduling system on a relational database.")
     parser.add_argument("--version", action="version", version=f"feedwatch {_version()}")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=Parser)
 
@@ -149,16 +147,13 @@ def build_parser() -> Parser:
     p.add_argument("--gate", type=int, help="gate of the items (default: the partition's gate)")
     p.add_argument("--not-before", help="ISO time (UTC) before which the items are not due")
     p.add_argument("--content-type", help="content type of the items' data")
-    p.add_argument(
-        "--file", "-f", help="items from a file: JSON lines or a JSON array ('-' = stdin)"
-    )
+    p.add_argument("--file", "-f", help="items from a file: JSON lines or a JSON array ('-' = stdin)")
     p.add_argument("partition")
     p.add_argument(
         "items",
         nargs="*",
         metavar="ITEM_JSON",
-        help='items as JSON: {"id": "a", "data": {...}}; '
-        "without an id, the id is a hash of the data",
+        help='items as JSON: {"id": "a", "data": {...}}; without an id, the id is a hash of the data',
     )
     _output(p)
 
@@ -178,9 +173,7 @@ def build_parser() -> Parser:
     p.add_argument("--limit", type=int, default=100)
     _output(p)
 
-    p = sub.add_parser(
-        "retry", help="re-drive failed items of a partition, or of the whole feed with --all"
-    )
+    p = sub.add_parser("retry", help="re-drive failed items of a partition, or of the whole feed with --all")
     _db(p)
     _feed(p)
     p.add_argument("partition", nargs="?")
@@ -225,9 +218,7 @@ def build_parser() -> Parser:
     _db(p)
     _feed(p)
     p.add_argument("--older-than", required=True, help="e.g. 30d, 12h, 90m")
-    p.add_argument(
-        "--history-only", action="store_true", help="keep partitions, purge history rows"
-    )
+    p.add_argument("--history-only", action="store_true", help="keep partitions, purge history rows")
 
     p = sub.add_parser("demo", help="screen job applications: the whole system in one command")
     p.add_argument("--db", help="database URL (default: a temporary SQLite file)")
@@ -328,9 +319,7 @@ def cmd_watch(args: argparse.Namespace) -> int:
     else:
         store.load_feed(args.feed)  # a missing feed is a usage error, reported before anything else
     processor = build_processor(args.feed, settings, handler=args.handler, processor=args.processor)
-    log.info(
-        "watching feed %s on %s", args.feed, redact(args.db), extra={"action": "watch_started"}
-    )
+    log.info("watching feed %s on %s", args.feed, redact(args.db), extra={"action": "watch_started"})
     asyncio.run(serve(store, args.feed, processor, settings))
     return 0
 
@@ -425,9 +414,7 @@ def cmd_status(args: argparse.Namespace) -> int:
     report: list[dict[str, Any]] = []
     for name in feeds:
         store.load_feed(name)
-        parts = (
-            [store.partition(name, args.partition)] if args.partition else store.partitions(name)
-        )
+        parts = [store.partition(name, args.partition)] if args.partition else store.partitions(name)
         for part in parts:
             summary = store.summary(name, part.id)
             report.append(
@@ -439,8 +426,7 @@ def cmd_status(args: argparse.Namespace) -> int:
                     "owner": part.owner,
                     "error": part.error,
                     "counts": [
-                        {"status": s, "gate": g, "items": n}
-                        for (s, g), n in sorted(summary.counts.items())
+                        {"status": s, "gate": g, "items": n} for (s, g), n in sorted(summary.counts.items())
                     ],
                     "failed": [{"item": i, "gate": g, "error": e} for i, g, e in summary.failed],
                 }
@@ -455,10 +441,7 @@ def cmd_status(args: argparse.Namespace) -> int:
     for r in report:
         counts = ", ".join(f"{c['status']}@{c['gate']}={c['items']}" for c in r["counts"])
         owner = r["owner"] or "-"
-        print(
-            f"{r['feed']:<16} {r['partition']:<24} {r['status']:<10} {r['gate']:>4}  "
-            f"{owner:<28} {counts}"
-        )
+        print(f"{r['feed']:<16} {r['partition']:<24} {r['status']:<10} {r['gate']:>4}  {owner:<28} {counts}")
         if r["error"]:
             print(f"    error: {r['error']}")
         for f in r["failed"]:
@@ -468,9 +451,7 @@ def cmd_status(args: argparse.Namespace) -> int:
 
 def cmd_items(args: argparse.Namespace) -> int:
     feed = _feed_obj(args)
-    rows = feed.items(
-        args.partition, gate=args.gate, status=args.status, after=args.after, limit=args.limit
-    )
+    rows = feed.items(args.partition, gate=args.gate, status=args.status, after=args.after, limit=args.limit)
     out = [
         {
             "pk": r.pk,
@@ -529,9 +510,7 @@ def cmd_cancel(args: argparse.Namespace) -> int:
 
 
 def cmd_delete(args: argparse.Namespace) -> int:
-    print(
-        f"deleted partition {args.partition} and {_feed_obj(args).delete(args.partition)} item(s)"
-    )
+    print(f"deleted partition {args.partition} and {_feed_obj(args).delete(args.partition)} item(s)")
     return 0
 
 
@@ -581,9 +560,7 @@ def parse_duration(text: str) -> timedelta:
 
 
 def cmd_purge(args: argparse.Namespace) -> int:
-    removed, rows = _feed_obj(args).purge(
-        parse_duration(args.older_than), partitions=not args.history_only
-    )
+    removed, rows = _feed_obj(args).purge(parse_duration(args.older_than), partitions=not args.history_only)
     print(f"purged {removed} partition(s) and {rows} history row(s)")
     return 0
 

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import signal
+from collections.abc import Callable
 from typing import Any
 
 from feedwatch.engine import Watcher
@@ -43,9 +45,14 @@ def build_processor(
 
 
 async def serve(store: Store, feed: str, processor: Processor, settings: WatcherSettings) -> None:
-    """Run until SIGTERM/SIGINT; then stop gracefully and release every lease."""
+    """Run until SIGTERM/SIGINT; then stop gracefully and release every lease.
+
+    The first signal starts the graceful stop (bounded by the grace period); later
+    ones are logged and ignored, so they cannot turn a clean exit into a kill.
+    """
     metrics = Metrics(feed)
     watcher = Watcher(store, feed, processor, settings, metrics=metrics)
+    restore_signals = _handle_signals(watcher)
 
     async def database_ready() -> bool:
         await watcher.db(_ping, store)
@@ -60,10 +67,8 @@ async def serve(store: Store, feed: str, processor: Processor, settings: Watcher
     try:
         if health is not None:
             await health.start()
-        backlog_task = asyncio.create_task(
-            _report_backlog(watcher, store, feed, metrics), name="backlog"
-        )
-        await watcher.run()
+        backlog_task = asyncio.create_task(_report_backlog(watcher, store, feed, metrics), name="backlog")
+        await watcher.run(handle_signals=False)
     finally:
         if backlog_task is not None:
             backlog_task.cancel()
@@ -72,6 +77,36 @@ async def serve(store: Store, feed: str, processor: Processor, settings: Watcher
         close = getattr(processor, "close", None)
         if close is not None:
             await close()
+        restore_signals()
+
+
+def _handle_signals(watcher: Watcher) -> Callable[[], None]:
+    """SIGTERM/SIGINT stop the watcher once; returns what undoes it at the end."""
+    loop = asyncio.get_running_loop()
+    received: list[signal.Signals] = []
+
+    def on_signal(sig: signal.Signals) -> None:
+        if received:
+            log.warning("%s again: already stopping gracefully", sig.name, extra={"action": "signal_ignored"})
+            return
+        received.append(sig)
+        log.info(
+            "%s: stopping gracefully (grace period %g s)",
+            sig.name,
+            watcher.settings.grace_period,
+            extra={"action": "shutdown_requested"},
+        )
+        watcher.request_stop()
+
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, on_signal, sig)
+
+    def restore() -> None:
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.remove_signal_handler(sig)  # which would restore the default: dying of it
+            signal.signal(sig, signal.SIG_IGN)  # the process exits now; let it exit 0
+
+    return restore
 
 
 def _ping(store: Store) -> None:

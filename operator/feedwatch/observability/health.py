@@ -64,6 +64,4 @@ class HealthServer:
         return web.json_response({"ready": ok, "checks": results}, status=200 if ok else 503)
 
     async def _metrics(self, _: web.Request) -> web.Response:
-        return web.Response(
-            body=self.metrics.render(), headers={"Content-Type": CONTENT_TYPE_LATEST}
-        )
+        return web.Response(body=self.metrics.render(), headers={"Content-Type": CONTENT_TYPE_LATEST})

@@ -15,9 +15,7 @@ _FIELDS = ("action", "feed", "partition", "owner", "gate", "item")
 class FeedLogger(logging.LoggerAdapter[logging.Logger]):
     """Adds the feed (and partition, when given) to every record."""
 
-    def process(
-        self, msg: Any, kwargs: MutableMapping[str, Any]
-    ) -> tuple[Any, MutableMapping[str, Any]]:
+    def process(self, msg: Any, kwargs: MutableMapping[str, Any]) -> tuple[Any, MutableMapping[str, Any]]:
         extra = dict(self.extra or {})
         extra.update(kwargs.get("extra") or {})
         kwargs["extra"] = extra
@@ -45,9 +43,7 @@ class TextFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
         base = super().format(record)
         context = " ".join(
-            f"{name}={getattr(record, name)}"
-            for name in _FIELDS
-            if getattr(record, name, None) is not None
+            f"{name}={getattr(record, name)}" for name in _FIELDS if getattr(record, name, None) is not None
         )
         return f"{base} [{context}]" if context else base
 
@@ -56,9 +52,7 @@ def configure(fmt: str = "text", level: str = "INFO") -> None:
     """Send feedwatch's logs to stderr in ``fmt`` (``text`` or ``json``)."""
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(
-        JSONFormatter()
-        if fmt == "json"
-        else TextFormatter("%(asctime)s %(levelname)s %(name)s: %(message)s")
+        JSONFormatter() if fmt == "json" else TextFormatter("%(asctime)s %(levelname)s %(name)s: %(message)s")
     )
     root = logging.getLogger("feedwatch")
     root.handlers[:] = [handler]

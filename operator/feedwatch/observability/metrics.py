@@ -23,9 +23,9 @@ class Metrics:
             registry=r,
             buckets=(0.001, 0.005, 0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60),
         ).labels(feed)
-        self.leases = Gauge(
-            "feedwatch_leases_held", "Partitions leased now.", labels, registry=r
-        ).labels(feed)
+        self.leases = Gauge("feedwatch_leases_held", "Partitions leased now.", labels, registry=r).labels(
+            feed
+        )
         self.gate_advances = Counter(
             "feedwatch_gate_advances_total", "Gates advanced.", labels, registry=r
         ).labels(feed)

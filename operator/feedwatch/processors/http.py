@@ -87,9 +87,7 @@ class HTTPProcessor:
     ) -> None:
         parts = urlsplit(url)
         if parts.scheme not in ("http", "https") or not parts.hostname:
-            raise ConfigurationError(
-                f"the handler URL must be http:// or https://, not {redact_url(url)!r}"
-            )
+            raise ConfigurationError(f"the handler URL must be http:// or https://, not {redact_url(url)!r}")
         self.url = url
         self.shown_url = redact_url(url)
         self.feed = feed
@@ -143,9 +141,7 @@ class HTTPProcessor:
                 f"cannot reach the handler at {self.shown_url}: {type(error).__name__}: {error}"
             ) from None
         if status in (429, 503) and (delay := retry_after(after)) is not None:
-            raise RetryableError(
-                f"the handler answered HTTP {status} with Retry-After {after}", delay=delay
-            )
+            raise RetryableError(f"the handler answered HTTP {status} with Retry-After {after}", delay=delay)
         if not 200 <= status < 300:
             raise RetryableError(f"the handler answered HTTP {status} with {_preview(body)}")
         try:
@@ -164,16 +160,13 @@ class HTTPProcessor:
         length = response.content_length
         if length is not None and length > self.max_body:
             raise RetryableError(
-                f"the handler's reply is {length} bytes, "
-                f"over {self.max_body} bytes (handler_max_body)"
+                f"the handler's reply is {length} bytes, over {self.max_body} bytes (handler_max_body)"
             )
         body = bytearray()
         async for chunk in response.content.iter_any():
             body += chunk
             if len(body) > self.max_body:
-                raise RetryableError(
-                    f"the handler's reply is over {self.max_body} bytes (handler_max_body)"
-                )
+                raise RetryableError(f"the handler's reply is over {self.max_body} bytes (handler_max_body)")
         return bytes(body)
 
     async def ready(self) -> bool:
