@@ -249,3 +249,24 @@ def test_migrations_are_idempotent_and_support_a_table_prefix(tmp_path) -> None:
     with store.engine.connect() as conn:
         tables = {r[0] for r in conn.exec_driver_sql("SELECT name FROM sqlite_master WHERE type='table'")}
     assert f"{prefix}items" in tables and "items" not in tables
+
+
+@pytest.mark.parametrize("server", ["mariadb", "postgresql"])
+def test_a_pooled_connection_killed_by_the_server_is_replaced_without_an_error(server: str, sqlite_url: str) -> None:
+    from sqlalchemy import text
+
+    from tests.conftest import database_url
+
+    url = database_url(server, sqlite_url)
+    store = Store.open(url, pool_size=1)
+    own_id = "SELECT CONNECTION_ID()" if server == "mariadb" else "SELECT pg_backend_pid()"
+    kill = "KILL {}" if server == "mariadb" else "SELECT pg_terminate_backend({})"
+    try:
+        victim = store.transaction(lambda c: c.execute(text(own_id)).scalar())
+        killer = Store.open(url, pool_size=1)
+        killer.transaction(lambda c: c.execute(text(kill.format(int(victim)))))
+        killer.close()
+        after = store.transaction(lambda c: c.execute(text(own_id)).scalar())
+        assert after != victim, "a fresh connection replaced the killed one"
+    finally:
+        store.close()

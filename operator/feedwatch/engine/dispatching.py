@@ -257,7 +257,6 @@ class Dispatcher:
                 if lease.in_flight == 0:
                     lease.idle_until = 0.0
             self.wake.set()
-            w.leasekeeper.wake.set()
 
     async def drain(self, grace: float) -> None:
         """Wait up to ``grace`` seconds for calls in flight, then cancel the rest."""

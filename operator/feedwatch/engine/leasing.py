@@ -82,6 +82,7 @@ class LeaseKeeper:
         self.live_watchers = 1
         self._next_renewal = 0.0
         self._next_steal = 0.0
+        self._next_balance = 0.0
         self.wake = asyncio.Event()
 
     @property
@@ -111,7 +112,9 @@ class LeaseKeeper:
         if w.clock.monotonic() >= self._next_renewal:
             await self.renew()
         await self.hand_off_due()
-        if not w.stopping and not w.feed_settings.paused:
+        mono = w.clock.monotonic()
+        if not w.stopping and not w.feed_settings.paused and mono >= self._next_balance:
+            self._next_balance = mono + w.settings.poll_interval / 2
             await self.balance()
 
     async def renew(self) -> None:

@@ -157,6 +157,7 @@ class Watcher:
             return
         lease.dropped = True
         self.leases.pop(lease.pk, None)
+        self.leasekeeper.wake.set()  # below target now: balance at the next pass
         self.metrics.leases.set(len(self.leases))
         self.event(lease, action, message)
 

@@ -17,7 +17,7 @@ from sqlalchemy.exc import DBAPIError, IntegrityError
 
 from feedwatch.errors import DatabaseUnavailableError
 from feedwatch.store import dialects, schema
-from feedwatch.store.connection import redact
+from feedwatch.store.connection import redact, statements
 
 T = TypeVar("T")
 log = logging.getLogger("feedwatch.store")
@@ -71,7 +71,9 @@ class StoreBase:
 
         ``readonly`` transactions do not take SQLite's write lock.
         """
+        stale_retried = False
         for attempt in range(1, attempts + 1):
+            statements.seen = False
             try:
                 with self.engine.connect() as conn:
                     if readonly:
@@ -81,6 +83,11 @@ class StoreBase:
             except IntegrityError:
                 raise
             except DBAPIError as error:
+                if dialects.is_disconnect(error) and not statements.seen and not stale_retried:
+                    # A pooled connection that went stale fails at its first
+                    # statement; nothing was applied, so one retry is safe.
+                    stale_retried = True
+                    continue
                 if dialects.is_transient(error) and attempt < attempts:
                     log.debug("transaction retried after %s", type(error.orig).__name__)
                     time.sleep(random.uniform(0.005, 0.05) * attempt)  # noqa: S311

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sqlite3
+import threading
 from typing import Any
 
 from sqlalchemy import create_engine, event, make_url
@@ -11,6 +12,9 @@ from sqlalchemy.exc import ArgumentError, NoSuchModuleError
 
 from feedwatch.errors import DatabaseURLError
 from feedwatch.store.dialects import SUPPORTED
+
+#: Per thread: whether a statement reached the database in the current transaction.
+statements = threading.local()
 
 _DRIVERS = {"sqlite": {"pysqlite"}, "mysql": {"pymysql"}, "mariadb": {"pymysql"}, "postgresql": {"psycopg"}}
 
@@ -56,7 +60,12 @@ def connect(url: str, *, pool_size: int = 5, echo: bool = False) -> Engine:
         kwargs.update(
             pool_size=pool_size,
             max_overflow=pool_size,
-            pool_pre_ping=True,
+            # No pre-ping and no reset-on-return: each costs a round trip per
+            # transaction, and every checkout already ends in COMMIT or ROLLBACK.
+            # A stale pooled connection fails at its first statement, which the
+            # store retries once (nothing was applied), see StoreBase.transaction.
+            pool_pre_ping=False,
+            pool_reset_on_return=None,
             pool_recycle=1800,
             isolation_level="READ COMMITTED",
         )
@@ -70,6 +79,11 @@ def connect(url: str, *, pool_size: int = 5, echo: bool = False) -> Engine:
         raise DatabaseURLError(f"cannot load the driver for {redact(url)!r}: {e}") from None
     if backend == "sqlite":
         _setup_sqlite(engine)
+
+    @event.listens_for(engine, "after_cursor_execute")
+    def _executed(*_: Any) -> None:
+        statements.seen = True
+
     return engine
 
 

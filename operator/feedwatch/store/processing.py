@@ -7,12 +7,13 @@ read back, so the engine knows exactly which rows it won.
 
 from __future__ import annotations
 
+import functools
 import logging
 from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import bindparam, func, insert, select, union_all, update
+from sqlalchemy import TextClause, bindparam, func, insert, select, text, update
 from sqlalchemy.engine import Connection
 
 from feedwatch.errors import DatabaseUnavailableError
@@ -106,38 +107,12 @@ class ProcessingQueries(StoreBase):
         i, p = self.tables.items, self.tables.partitions
         wanted = {r.partition_pk: r for r in requests}
 
-        def due(request: ClaimRequest, suspect: bool, limit: int) -> Any:
-            return (
-                select(
-                    i.c.pk,
-                    i.c.partition_pk,
-                    i.c.id,
-                    i.c.gate,
-                    i.c.version,
-                    i.c.attempts,
-                    i.c.failures,
-                    i.c.polls,
-                    i.c.unanswered,
-                    i.c.data,
-                    i.c.content_type,
-                )
-                .where(
-                    i.c.partition_pk == request.partition_pk,
-                    i.c.status == "available",
-                    i.c.gate == request.gate,
-                    i.c.next_attempt_at <= now,
-                    i.c.claim_epoch.is_(None) | (i.c.claim_epoch < request.epoch),
-                    (i.c.unanswered > 0) if suspect else (i.c.unanswered == 0),
-                )
-                .order_by(i.c.pk)
-                .limit(limit)
-                .subquery()
-            )
-
         def read(conn: Connection, suspect: bool, reqs: Sequence[ClaimRequest]) -> Sequence[Any]:
-            parts = [select(due(r, suspect, 1 if suspect else r.limit)) for r in reqs]
-            query: Any = parts[0] if len(parts) == 1 else union_all(*parts)
-            return conn.execute(query).all()
+            params: dict[str, Any] = {"now": self.ts(now)}
+            for n, r in enumerate(reqs):
+                params.update({f"p{n}": r.partition_pk, f"g{n}": r.gate, f"e{n}": r.epoch})
+                params[f"l{n}"] = 1 if suspect else r.limit
+            return conn.execute(self._claim_sql(len(reqs), suspect), params).all()
 
         def work(conn: Connection) -> ClaimBatch:
             held = {
@@ -244,6 +219,20 @@ class ProcessingQueries(StoreBase):
             return result
 
         return self.transaction(work)
+
+    @functools.lru_cache(maxsize=128)  # noqa: B019 - one store per process; keys are small
+    def _claim_sql(self, count: int, suspect: bool) -> TextClause:
+        """Due items of ``count`` partitions, each an index range with its own LIMIT, in one statement."""
+        name = self.tables.items.name
+        parts = [
+            f"SELECT * FROM (SELECT pk, partition_pk, id, gate, version, attempts, failures, polls, "
+            f"unanswered, data, content_type FROM {name} WHERE partition_pk = :p{n} "
+            f"AND status = 'available' AND gate = :g{n} AND next_attempt_at <= :now "
+            f"AND (claim_epoch IS NULL OR claim_epoch < :e{n}) "
+            f"AND unanswered {'>' if suspect else '='} 0 ORDER BY pk LIMIT :l{n}) AS s{n}"
+            for n in range(count)
+        ]
+        return text(" UNION ALL ".join(parts))
 
     def commit_results(
         self,
