@@ -49,7 +49,10 @@ def _prepare(url: str) -> str:
             finally:
                 engine.dispose()
         except Exception as error:  # a selected database must be there: fail, never skip
-            pytest.fail(f"database {url.split('@')[-1]} is unavailable: {error}. Start it with `hack/databases up`.")
+            pytest.fail(
+                f"database {url.rsplit('@', maxsplit=1)[-1]} is unavailable: {error}. "
+                "Start it with `hack/databases up`."
+            )
         _migrated[url] = url
     return url
 

@@ -9,7 +9,7 @@ from collections import defaultdict
 
 import pytest
 
-from feedwatch import Feed, Item, Result, Store
+from feedwatch import Feed, GateError, Item, Result, Store
 from feedwatch.testing import RecordingProcessor, WatcherRunner, wait_for
 from tests.engine.helpers import FAST, all_closed, statuses
 
@@ -38,7 +38,9 @@ class OrderedGates:
         return result
 
 
-def test_each_item_sees_gate_g_only_after_its_partition_finished_gate_g_minus_1(feed: Feed, store: Store) -> None:
+def test_each_item_sees_gate_g_only_after_its_partition_finished_gate_g_minus_1(
+    feed: Feed, store: Store
+) -> None:
     for p in range(20):
         feed.enqueue(f"job{p}", {f"r{i}": {"n": i} for i in range(50)})
     processor = OrderedGates(last_gate=2)
@@ -57,7 +59,9 @@ def test_each_item_sees_gate_g_only_after_its_partition_finished_gate_g_minus_1(
     assert calls == 20 * 50 * 3, "every item called once per gate"
     for p in range(20):
         for gate in (1, 2):
-            assert starts[(f"job{p}", gate)] > ends[(f"job{p}", gate - 1)], f"job{p} gate {gate} started early"
+            assert starts[(f"job{p}", gate)] > ends[(f"job{p}", gate - 1)], (
+                f"job{p} gate {gate} started early"
+            )
     results = feed.items("job0", limit=100)
     assert {r.data for r in results} == {b'{"gate":2}'}
 
@@ -75,13 +79,17 @@ def test_manual_checkpoint_waits_for_the_producer_to_move_the_gate(feed: Feed, s
     assert [(c.item, c.gate) for c in processor.calls][-1] == ("c", 1)
 
 
-def test_without_auto_close_an_idle_partition_is_released_and_woken_by_new_items(feed: Feed, store: Store) -> None:
+def test_without_auto_close_an_idle_partition_is_released_and_woken_by_new_items(
+    feed: Feed, store: Store
+) -> None:
     feed.update(auto_close=False)
     feed.enqueue("stream", {"a": 1})
     processor = RecordingProcessor()
     with WatcherRunner(store, feed.name, processor, FAST):
         wait_for(lambda: len(processor.calls) == 1, timeout=30)
-        wait_for(lambda: feed.partition("stream").owner is None, timeout=30, message="idle partition released")
+        wait_for(
+            lambda: feed.partition("stream").owner is None, timeout=30, message="idle partition released"
+        )
         part = feed.partition("stream")
         assert (part.status, part.ready_at) == ("available", None)
         feed.enqueue("stream", {"b": 2})
@@ -94,10 +102,15 @@ def test_a_complete_partition_reopens_when_items_are_added(feed: Feed, store: St
     with WatcherRunner(store, feed.name, RecordingProcessor(), FAST):
         wait_for(lambda: feed.partition("p").status == "complete", timeout=30)
         assert feed.enqueue("p", {"b": 2}).reopened
-        wait_for(lambda: feed.partition("p").status == "complete" and len(feed.items("p", status="complete")) == 2, timeout=30)
+        wait_for(
+            lambda: feed.partition("p").status == "complete" and len(feed.items("p", status="complete")) == 2,
+            timeout=30,
+        )
 
 
-def test_items_added_at_later_gates_while_watchers_advance_are_never_stranded(feed: Feed, store: Store) -> None:
+def test_items_added_at_later_gates_while_watchers_advance_are_never_stranded(
+    feed: Feed, store: Store
+) -> None:
     """Producers race the checkpoint: items land at the current gate and above while gates advance."""
     rng = random.Random(42)
     processor = OrderedGates(last_gate=4)
@@ -110,8 +123,8 @@ def test_items_added_at_later_gates_while_watchers_advance_are_never_stranded(fe
             gate = feed.partition(p).gate + rng.randint(0, 2)
             try:
                 feed.enqueue(p, {f"r{round_}-{k}": k for k in range(rng.randint(1, 5))}, gate=min(gate, 4))
-            except Exception as error:  # the gate moved between the read and the enqueue
-                assert "gate" in str(error)
+            except GateError:  # the gate moved between the read and the enqueue: refused whole
+                continue
         wait_for(lambda: all_closed(feed), timeout=120, message="all partitions closed")
     assert set(statuses(feed).values()) == {"complete"}
     for p in parts:

@@ -45,8 +45,10 @@ def completions(store: Store, feed: str) -> Counter[int]:
 def balanced(store: Store, feed: str, watchers: int, partitions: int) -> bool:
     now = loads(store, feed)
     target = -(-partitions // watchers)
-    return len(now) == watchers and sum(now.values()) == partitions and all(
-        target - 1 <= n <= target for n in now.values()
+    return (
+        len(now) == watchers
+        and sum(now.values()) == partitions
+        and all(target - 1 <= n <= target for n in now.values())
     )
 
 
@@ -92,9 +94,14 @@ def test_a_sigkilled_watchers_partitions_are_taken_over_and_every_item_completes
     record = tmp_path / "calls.jsonl"
     for p in range(6):
         feed.enqueue(f"p{p}", {f"i{i:02}": i for i in range(40)})
-    env = {"FEEDWATCH_TEST_RECORD": str(record), "FEEDWATCH_TEST_DELAY": "0.05", "FEEDWATCH_TEST_LAST_GATE": "1"}
+    env = {
+        "FEEDWATCH_TEST_RECORD": str(record),
+        "FEEDWATCH_TEST_DELAY": "0.05",
+        "FEEDWATCH_TEST_LAST_GATE": "1",
+    }
     procs = [start_watcher(db_url, feed.name, processor="tests.support.processors:gates", env=env,
-                           args=["--concurrency", "8"], log=tmp_path / f"w{n}.log") for n in range(2)]  # fmt: skip
+                           args=["--concurrency", "8"], log=tmp_path / f"w{n}.log")
+             for n in range(2)]  # fmt: skip
     try:
         wait_for(lambda: len(loads(store, feed.name)) == 2, timeout=60, message="both watchers hold leases")
         wait_for(lambda: len(calls(record)) > 60, timeout=60)
@@ -115,7 +122,9 @@ def test_a_poison_item_that_kills_its_watcher_fails_after_its_attempts_and_the_r
 ) -> None:
     feed.update(max_unanswered=3)
     record = tmp_path / "calls.jsonl"
-    feed.enqueue("p0", {**{f"i{i:02}": i for i in range(20)}, "poison": 0, **{f"j{i:02}": i for i in range(20)}})
+    feed.enqueue(
+        "p0", {**{f"i{i:02}": i for i in range(20)}, "poison": 0, **{f"j{i:02}": i for i in range(20)}}
+    )
     feed.enqueue("p1", {f"k{i:02}": i for i in range(20)})
     env = {"FEEDWATCH_TEST_RECORD": str(record), "FEEDWATCH_TEST_DELAY": "0.02"}
     deaths = 0
@@ -151,12 +160,15 @@ def test_producers_enqueueing_into_busy_partitions_cause_no_lease_changes(
         feed.enqueue(f"p{p}", {f"seed{i}": i for i in range(60)})
     env = {"FEEDWATCH_TEST_DELAY": "0.3"}
     proc = start_watcher(db_url, feed.name, processor="tests.support.processors:slow", env=env,
-                         args=["--lease-duration", "3", "--concurrency", "4"], log=tmp_path / "w.log")  # fmt: skip
+                         args=["--lease-duration", "3", "--concurrency", "4"],
+                         log=tmp_path / "w.log")  # fmt: skip
     try:
         wait_for(lambda: sum(loads(store, feed.name).values()) == 4, timeout=60)
         h = store.tables.history
         with store.engine.connect() as conn:
-            before = conn.execute(select(func.count()).where(h.c.feed == feed.name, h.c.event.like("lease%"))).scalar()
+            before = conn.execute(
+                select(func.count()).where(h.c.feed == feed.name, h.c.event.like("lease%"))
+            ).scalar()
         end = time.monotonic() + 6
         n = 0
         while time.monotonic() < end:

@@ -23,13 +23,17 @@ def answer(item: Item) -> Result:
     return Result.complete()
 
 
-def test_an_item_failing_twice_then_succeeding_completes_with_both_errors_in_history(feed: Feed, store: Store) -> None:
+def test_an_item_failing_twice_then_succeeding_completes_with_both_errors_in_history(
+    feed: Feed, store: Store
+) -> None:
     feed.enqueue("p", {"flaky": 1, "fine": 2})
     with WatcherRunner(store, feed.name, RecordingProcessor(answer), FAST):
         wait_for(lambda: feed.partition("p").status == "complete", timeout=30)
     flaky = next(r for r in feed.items("p") if r.id == "flaky")
     assert (flaky.status, flaky.attempts) == ("complete", 3)
-    events = [(h.event, h.message) for h in feed.history("p") if h.item_pk == flaky.pk and h.event != "dispatched"]
+    events = [
+        (h.event, h.message) for h in feed.history("p") if h.item_pk == flaky.pk and h.event != "dispatched"
+    ]
     assert events == [("retry", "flaky failure 1"), ("retry", "flaky failure 2"), ("complete", None)]
 
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import uuid
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 import pytest
 from sqlalchemy import select, update
@@ -18,7 +18,7 @@ from feedwatch import (
     SchemaMismatchError,
     Store,
 )
-from feedwatch.store.records import ItemOutcome
+from feedwatch.store.records import Claimed, ItemOutcome
 
 pytestmark = pytest.mark.store
 
@@ -98,10 +98,10 @@ def test_a_claim_records_the_attempt_and_a_stale_result_loses(feed: Feed, store:
     assert again == set(), "a completion is committed once"
 
 
-def _complete(partition_pk: int, claimed) -> ItemOutcome:  # type: ignore[no-untyped-def]
+def _complete(partition_pk: int, claimed: Claimed) -> ItemOutcome:
     return ItemOutcome(
         pk=claimed.pk, partition_pk=partition_pk, version=claimed.version, kind="complete",
-        status="complete", gate=claimed.gate, next_attempt_at=claimed and __import__("datetime").datetime(2020, 1, 1),
+        status="complete", gate=claimed.gate, next_attempt_at=datetime(2020, 1, 1),
         failures=0, polls=0, attempt=claimed.attempt,
     )  # fmt: skip
 
@@ -155,19 +155,27 @@ def test_a_checkpoint_decided_before_an_enqueue_loses_and_is_taken_again(feed: F
     with store.engine.begin() as conn:  # as if a producer committed between read and write
         conn.execute(update(p).where(p.c.pk == lease.pk).values(version=p.c.version + 1))
     with store.engine.begin() as conn:
-        decision = store._write_partition(  # noqa: SLF001 - the fence itself is under test
+        decision = store._write_partition(
             conn, feed.name, "w1", lease.pk, 0, 0, "completed", now, {"status": "complete"}, False, None
         )
     assert decision.action == "lost"
 
 
-def test_redrive_resets_failed_items_reopens_the_partition_and_is_idempotent(feed: Feed, store: Store) -> None:
+def test_redrive_resets_failed_items_reopens_the_partition_and_is_idempotent(
+    feed: Feed, store: Store
+) -> None:
     feed.enqueue("p", {"a": 1, "b": 2})
     i, p = store.tables.items, store.tables.partitions
     pk = feed.partition("p").pk
     with store.engine.begin() as conn:
-        conn.execute(update(i).where(i.c.partition_pk == pk, i.c.id == "a").values(status="failed", error="boom", attempts=4))
-        conn.execute(update(p).where(p.c.pk == pk).values(status="failed", owner="w1", error="item 'a' failed"))
+        conn.execute(
+            update(i)
+            .where(i.c.partition_pk == pk, i.c.id == "a")
+            .values(status="failed", error="boom", attempts=4)
+        )
+        conn.execute(
+            update(p).where(p.c.pk == pk).values(status="failed", owner="w1", error="item 'a' failed")
+        )
     assert feed.retry("p") == 1
     assert feed.retry("p") == 0
     part = feed.partition("p")
@@ -182,7 +190,9 @@ def test_summary_counts_per_status_and_gate_with_failed_errors(feed: Feed, store
     feed.enqueue("p", {"c": 3}, gate=1)
     i, pk = store.tables.items, feed.partition("p").pk
     with store.engine.begin() as conn:
-        conn.execute(update(i).where(i.c.id == "b", i.c.partition_pk == pk).values(status="failed", error="nope"))
+        conn.execute(
+            update(i).where(i.c.id == "b", i.c.partition_pk == pk).values(status="failed", error="nope")
+        )
     summary = feed.status("p")
     assert summary.counts == {("available", 0): 1, ("failed", 0): 1, ("available", 1): 1}
     assert summary.failed == [("b", 0, "nope")]
@@ -204,8 +214,12 @@ def test_cancel_then_delete_and_purge(feed: Feed, store: Store) -> None:
     assert feed.delete("p") == 1
     p = store.tables.partitions
     with store.engine.begin() as conn:
-        conn.execute(update(p).where(p.c.feed == feed.name).values(status="complete", updated_at=store.now() - timedelta(days=2)))
-    assert feed.purge(timedelta(days=1)) [0] == 1
+        conn.execute(
+            update(p)
+            .where(p.c.feed == feed.name)
+            .values(status="complete", updated_at=store.now() - timedelta(days=2))
+        )
+    assert feed.purge(timedelta(days=1))[0] == 1
     with store.engine.connect() as conn:
         assert conn.execute(select(p.c.pk).where(p.c.feed == feed.name)).all() == []
 
@@ -252,7 +266,9 @@ def test_migrations_are_idempotent_and_support_a_table_prefix(tmp_path) -> None:
 
 
 @pytest.mark.parametrize("server", ["mariadb", "postgresql"])
-def test_a_pooled_connection_killed_by_the_server_is_replaced_without_an_error(server: str, sqlite_url: str) -> None:
+def test_a_pooled_connection_killed_by_the_server_is_replaced_without_an_error(
+    server: str, sqlite_url: str
+) -> None:
     from sqlalchemy import text
 
     from tests.conftest import database_url

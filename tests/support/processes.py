@@ -38,7 +38,9 @@ def start_watcher(
     cmd += ["--processor", processor] if processor else ["--handler", handler or ""]
     cmd += ["--lease-duration", "2", "--poll-interval", "0.2", "--grace-period", "5", *args]
     if log is None:
-        return subprocess.Popen(cmd, env=watcher_env(env), stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
+        return subprocess.Popen(
+            cmd, env=watcher_env(env), stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT
+        )
     with open(log, "ab") as out:  # the child keeps its own copy of the descriptor
         return subprocess.Popen(cmd, env=watcher_env(env), stdout=out, stderr=subprocess.STDOUT)
 

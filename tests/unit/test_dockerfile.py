@@ -14,7 +14,9 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 def test_the_dockerfile_passes_hadolint() -> None:
-    result = subprocess.run(["hadolint", str(ROOT / "Dockerfile")], capture_output=True, text=True, check=False)
+    result = subprocess.run(
+        ["hadolint", str(ROOT / "Dockerfile")], capture_output=True, text=True, check=False
+    )
     assert result.returncode == 0, result.stdout + result.stderr
 
 
@@ -27,17 +29,28 @@ def test_the_dockerfile_steps_install_a_working_feedwatch_entry_point(tmp_path: 
     context.mkdir()
     for name in ("pyproject.toml", "README.md"):
         shutil.copy(ROOT / name, context / name)
-    shutil.copytree(ROOT / "operator", context / "operator", ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"))
+    shutil.copytree(
+        ROOT / "operator", context / "operator", ignore=shutil.ignore_patterns("__pycache__", "*.egg-info")
+    )
     venv = tmp_path / "venv"
     subprocess.run([sys.executable, "-m", "venv", "--system-site-packages", str(venv)], check=True)
     # The RUN step, without re-downloading dependencies the machine already has.
     subprocess.run([venv / "bin" / "pip", "install", "-q", "--no-deps", "."], cwd=context, check=True)
-    out = subprocess.run([venv / "bin" / "feedwatch", "watch", "--help"], capture_output=True, text=True, check=True)
+    out = subprocess.run(
+        [venv / "bin" / "feedwatch", "watch", "--help"], capture_output=True, text=True, check=True
+    )
     assert "--handler" in out.stdout
     installed = subprocess.run(
-        [venv / "bin" / "python", "-c", "import feedwatch.store.migrations, pathlib, feedwatch;"
-         "print(pathlib.Path(feedwatch.store.migrations.__file__).parent)"],
-        capture_output=True, text=True, check=True, cwd=tmp_path,
+        [
+            venv / "bin" / "python",
+            "-c",
+            "import feedwatch.store.migrations, pathlib, feedwatch;"
+            "print(pathlib.Path(feedwatch.store.migrations.__file__).parent)",
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+        cwd=tmp_path,
     ).stdout.strip()
     assert (Path(installed) / "versions" / "0001_initial.py").exists()
     assert (Path(installed) / "script.py.mako").exists(), "package data installed"
