@@ -5,13 +5,14 @@ from __future__ import annotations
 import functools
 import logging
 import random
+import re
 import time
 import uuid
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
-from typing import Any, TypeVar
+from typing import Any, NamedTuple, TypeVar
 
-from sqlalchemy import Table, TextClause, bindparam, select, text
+from sqlalchemy import Table, text
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import DBAPIError, IntegrityError
 
@@ -20,6 +21,30 @@ from feedwatch.store import dialects, schema
 from feedwatch.store.connection import redact, statements
 
 T = TypeVar("T")
+_NAMED = re.compile(r"(?<![:\w]):(\w+)")
+_HISTORY_COLUMNS = (
+    "feed", "partition_pk", "item_pk", "event", "from_version", "from_status", "to_status",
+    "gate", "attempt", "owner", "message", "at",
+)  # fmt: skip
+
+
+_HISTORY_TYPES = dict(
+    zip(
+        _HISTORY_COLUMNS,
+        ("VARCHAR", "BIGINT", "BIGINT", "VARCHAR", "INTEGER", "VARCHAR", "VARCHAR", "INTEGER",
+         "INTEGER", "VARCHAR", "TEXT", "TIMESTAMP"),
+        strict=True,
+    )
+)  # fmt: skip
+
+
+class Positional(NamedTuple):
+    """A statement in the driver's placeholder style, and its parameter names in order."""
+
+    sql: str
+    names: tuple[str, ...]
+
+
 log = logging.getLogger("feedwatch.store")
 
 #: Errors and messages kept on rows are cut to this many characters.
@@ -125,8 +150,8 @@ class StoreBase:
             sql = self._update_sql(
                 table.name, tuple(assignments), tuple(columns), len(chunk), tuple(casts.items())
             )
-            bound = dialects.bind_rows(columns, [self._raw_row(r) for r in chunk])
-            conn.execute(sql, {**bound, **params, "token": token})
+            bound = dialects.bind_rows(self.dialect, columns, [self._raw_row(r) for r in chunk])
+            self.run(conn, sql, {**bound, **params, "token": token})
             won |= self.read_token(conn, table, [r[0] for r in chunk], token)
         return won
 
@@ -138,22 +163,76 @@ class StoreBase:
         columns: tuple[str, ...],
         count: int,
         casts: tuple[tuple[str, str], ...],
-    ) -> TextClause:
-        """The multi-row UPDATE for ``count`` rows, built and parsed once per shape."""
+    ) -> Positional:
+        """The multi-row UPDATE for ``count`` rows, built once per shape."""
         sets = [*assignments, ("version", f"{name}.version + 1"), ("token", ":token")]
         assign = ", ".join(f"{name}.{c} = {e}" if self.dialect == "mysql" else f"{c} = {e}" for c, e in sets)
         source = dialects.rows_source(self.dialect, columns, count, dict(casts))
-        return text(
+        return self.positional(
             dialects.update_from(
                 self.dialect, name, assign, source, f"{name}.pk = v.pk AND {name}.version = v.version"
             )
         )
 
-    def read_token(self, conn: Connection, table: Table, pks: Iterable[int], token: str) -> set[int]:
-        query = select(table.c.pk).where(
-            table.c.pk.in_(bindparam("pks", expanding=True)), table.c.token == token
+    # -- driver-level statements ----------------------------------------------
+
+    @functools.lru_cache(maxsize=512)  # noqa: B019 - one store per process; keys are small
+    def positional(self, named_sql: str) -> Positional:
+        """``:name`` markers turned into the driver's own placeholders, in order.
+
+        The hot path's statements carry hundreds of parameters; handing them to
+        the driver directly skips SQLAlchemy's per-execution parameter processing.
+        """
+        mark = "?" if self.dialect == "sqlite" else "%s"
+        names: list[str] = []
+
+        def swap(match: re.Match[str]) -> str:
+            names.append(match.group(1))
+            return mark
+
+        return Positional(_NAMED.sub(swap, named_sql), tuple(names))
+
+    def run(self, conn: Connection, statement: Positional, params: dict[str, Any]) -> Any:
+        """Execute a :class:`Positional` statement with ``params`` (timestamps pre-rendered)."""
+        return conn.exec_driver_sql(statement.sql, tuple(params[n] for n in statement.names))
+
+    def read_token(self, conn: Connection, table: Table, pks: Sequence[int], token: str) -> set[int]:
+        """The rows among ``pks`` that carry ``token``: exactly those a write won."""
+        statement = self.positional(
+            f"SELECT pk FROM {table.name} WHERE token = :token AND pk IN ("
+            + ", ".join(f":k{n}" for n in range(len(pks)))
+            + ")"
         )
-        return {row[0] for row in conn.execute(query, {"pks": list(pks)})}
+        params: dict[str, Any] = {f"k{n}": pk for n, pk in enumerate(pks)}
+        params["token"] = token
+        return {row[0] for row in self.run(conn, statement, params)}
+
+    def insert_history(self, conn: Connection, rows: Sequence[dict[str, Any]]) -> None:
+        """History rows in multi-row INSERTs of up to 500 rows (PostgreSQL: one array per column)."""
+        name = self.tables.history.name
+        if self.dialect == "postgresql":
+            arrays = ", ".join(f"CAST(:{c} AS {t}[])" for c, t in _HISTORY_TYPES.items())
+            statement = self.positional(
+                f"INSERT INTO {name} ({', '.join(_HISTORY_COLUMNS)}) SELECT * FROM unnest({arrays})"
+            )
+            self.run(conn, statement, {c: [row.get(c) for row in rows] for c in _HISTORY_COLUMNS})
+            return
+        for start in range(0, len(rows), 500):
+            chunk = rows[start : start + 500]
+            statement = self._history_sql(name, len(chunk))
+            params: dict[str, Any] = {}
+            for n, row in enumerate(chunk):
+                for column in _HISTORY_COLUMNS:
+                    value = row.get(column)
+                    params[f"{column}_{n}"] = self.ts(value) if isinstance(value, datetime) else value
+            self.run(conn, statement, params)
+
+    @functools.lru_cache(maxsize=64)  # noqa: B019 - one store per process; keys are small
+    def _history_sql(self, name: str, count: int) -> Positional:
+        values = ", ".join(
+            "(" + ", ".join(f":{column}_{n}" for column in _HISTORY_COLUMNS) + ")" for n in range(count)
+        )
+        return self.positional(f"INSERT INTO {name} ({', '.join(_HISTORY_COLUMNS)}) VALUES {values}")
 
     def _raw_row(self, row: Sequence[Any]) -> list[Any]:
         return [self.ts(v) if isinstance(v, datetime) else v for v in row]

@@ -72,8 +72,13 @@ def rows_source(dialect: str, columns: Sequence[str], count: int, casts: dict[st
     """A derived table of ``count`` rows of bound parameters ``:c_i``, aliased ``v``.
 
     Multi-row UPDATE statements join it on primary key and version, so one
-    statement writes a whole batch, each row with its own values.
+    statement writes a whole batch, each row with its own values. PostgreSQL
+    gets one array per column (``unnest``), a handful of parameters instead of
+    one per cell, which it parses and plans several times faster.
     """
+    if dialect == "postgresql":
+        arrays = ", ".join(f"CAST(:{c} AS {casts[c]}[])" for c in columns)
+        return f"unnest({arrays}) AS v({', '.join(columns)})"
     if dialect == "mysql":
         selects = []
         for i in range(count):
@@ -110,8 +115,10 @@ def update_from(
     return f"UPDATE {table} SET {assignments} FROM {source} WHERE {join}{extra}"
 
 
-def bind_rows(columns: Sequence[str], rows: Sequence[Sequence[Any]]) -> dict[str, Any]:
+def bind_rows(dialect: str, columns: Sequence[str], rows: Sequence[Sequence[Any]]) -> dict[str, Any]:
     """Parameters for :func:`rows_source`."""
+    if dialect == "postgresql":
+        return {c: [row[n] for row in rows] for n, c in enumerate(columns)}
     params: dict[str, Any] = {}
     for i, row in enumerate(rows):
         for c, value in zip(columns, row, strict=True):

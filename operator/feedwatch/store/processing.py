@@ -13,11 +13,11 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import TextClause, bindparam, func, insert, select, text, update
+from sqlalchemy import bindparam, func, select, update
 from sqlalchemy.engine import Connection
 
 from feedwatch.errors import DatabaseUnavailableError
-from feedwatch.store.base import StoreBase, bounded, new_token
+from feedwatch.store.base import Positional, StoreBase, bounded, new_token
 from feedwatch.store.records import CheckpointDecision, ClaimBatch, Claimed, ClaimRequest, ItemOutcome
 
 log = logging.getLogger("feedwatch.store")
@@ -112,7 +112,8 @@ class ProcessingQueries(StoreBase):
             for n, r in enumerate(reqs):
                 params.update({f"p{n}": r.partition_pk, f"g{n}": r.gate, f"e{n}": r.epoch})
                 params[f"l{n}"] = 1 if suspect else r.limit
-            return conn.execute(self._claim_sql(len(reqs), suspect), params).all()
+            found: Sequence[Any] = self.run(conn, self._claim_sql(len(reqs), suspect), params).all()
+            return found
 
         def work(conn: Connection) -> ClaimBatch:
             held = {
@@ -221,7 +222,7 @@ class ProcessingQueries(StoreBase):
         return self.transaction(work)
 
     @functools.lru_cache(maxsize=128)  # noqa: B019 - one store per process; keys are small
-    def _claim_sql(self, count: int, suspect: bool) -> TextClause:
+    def _claim_sql(self, count: int, suspect: bool) -> Positional:
         """Due items of ``count`` partitions, each an index range with its own LIMIT, in one statement."""
         name = self.tables.items.name
         parts = [
@@ -232,7 +233,7 @@ class ProcessingQueries(StoreBase):
             f"AND unanswered {'>' if suspect else '='} 0 ORDER BY pk LIMIT :l{n}) AS s{n}"
             for n in range(count)
         ]
-        return text(" UNION ALL ".join(parts))
+        return self.positional(" UNION ALL ".join(parts))
 
     def commit_results(
         self,
@@ -544,8 +545,8 @@ class ProcessingQueries(StoreBase):
     ) -> None:
         """Insert history rows; ``partition_pk`` is the default of rows that lack one."""
         if events:
-            conn.execute(
-                insert(self.tables.history),
+            self.insert_history(
+                conn,
                 [
                     {
                         "feed": feed,
