@@ -287,23 +287,16 @@ class Demo:
             elif row.event == "lease_released":
                 say(f"{posting}: released by {who}")
             elif row.event == "gate_advanced":
-                say(
-                    f"{posting}: {row.message}: every resume is classified, "
-                    f"the rank step runs (fan-in)"
-                )
+                say(f"{posting}: {row.message}: every resume is classified, the rank step runs (fan-in)")
             elif row.event == "partition_completed":
                 recovered = (
-                    " (recovered after the fix and the re-drive)"
-                    if posting in self.progress.retried
-                    else ""
+                    " (recovered after the fix and the re-drive)" if posting in self.progress.retried else ""
                 )
                 say(f"{posting}: complete{recovered}")
             elif row.event == "partition_failed":
                 say(f"{posting}: FAILED: {row.message}")
 
-    async def _failures(
-        self, state: PostingState, summary: PartitionSummary, pool: Watchers
-    ) -> None:
+    async def _failures(self, state: PostingState, summary: PartitionSummary, pool: Watchers) -> None:
         posting = state.id
         for item, gate, error in summary.failed:
             if (posting, item) not in self.progress.failed_items:
@@ -316,9 +309,7 @@ class Demo:
         if state.status != "failed":
             return
         if posting in self.progress.retried:
-            raise DemoError(
-                f"posting {posting} failed again after the fix: {summary.partition.error}"
-            )
+            raise DemoError(f"posting {posting} failed again after the fix: {summary.partition.error}")
         fix = self._start_fix(pool)
         if not fix.done():
             return
@@ -360,12 +351,8 @@ class Demo:
             rank = self.feed.items(posting.id, gate=1)[0]
             result = json.loads(rank.data or b"{}")
             counts = result.get("classes", {})
-            classes = ", ".join(
-                f"{counts[c]} {c}" for c in ("strong", "maybe", "no") if c in counts
-            )
-            versions = ", ".join(
-                f"{n} by {v}" for v, n in sorted(result.get("classified_by", {}).items())
-            )
+            classes = ", ".join(f"{counts[c]} {c}" for c in ("strong", "maybe", "no") if c in counts)
+            versions = ", ".join(f"{n} by {v}" for v, n in sorted(result.get("classified_by", {}).items()))
             say(f"top {screening.TOP} for {posting.id} ({posting.title}; requires "
                 f"{', '.join(posting.requires)})", style="bold")  # fmt: skip
             say(f"  {result.get('considered')} resumes ranked: {classes}; classified {versions}")

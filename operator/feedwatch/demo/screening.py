@@ -136,9 +136,7 @@ def resume_id(n: int) -> str:
     return f"resume-{n:04d}"
 
 
-def generate(
-    posting: Posting, count: int, seed: int, *, with_poison: bool
-) -> dict[str, dict[str, Any]]:
+def generate(posting: Posting, count: int, seed: int, *, with_poison: bool) -> dict[str, dict[str, Any]]:
     """``count`` resumes for ``posting`` as ``{item id: item data}``; the same for the same seed."""
     rng = random.Random(f"{seed}:{posting.id}")  # noqa: S311 - demo data, not secrets
     others = ("java", "excel", "docker", "rust", "sql", "linux")
@@ -237,9 +235,7 @@ def rank(posting: Any, results: list[tuple[str, str, Any]], top: int = TOP) -> d
             f"{len(pending)} resume(s) are not classified yet (e.g. {pending[0]}): "
             "the rank step ran before its gate opened"
         )
-    scored = [
-        (item, data) for item, _, data in results if isinstance(data, dict) and "score" in data
-    ]
+    scored = [(item, data) for item, _, data in results if isinstance(data, dict) and "score" in data]
     scored.sort(key=lambda pair: (-int(pair[1]["score"]), pair[0]))
     classes: dict[str, int] = {}
     versions: dict[str, int] = {}

@@ -75,9 +75,7 @@ class InProcessWatchers:
         self._task: asyncio.Task[None] | None = None
 
     def describe(self) -> list[str]:
-        what = (
-            f"HTTP handler {self.handler}" if self.handler else "the demo processor (classifier v1)"
-        )
+        what = f"HTTP handler {self.handler}" if self.handler else "the demo processor (classifier v1)"
         owner = self.watcher.owner if self.watcher else "?"
         return [f"watcher w1 runs in this process ({owner}), calling {what}"]
 
@@ -87,9 +85,7 @@ class InProcessWatchers:
     async def start(self, say: Say) -> None:
         self.watcher = Watcher(self.store, self.feed, self.processor, self.settings)
         await self.watcher.start()
-        self._task = asyncio.create_task(
-            self.watcher.run(handle_signals=False), name="demo:watcher"
-        )
+        self._task = asyncio.create_task(self.watcher.run(handle_signals=False), name="demo:watcher")
 
     def label(self, owner: str | None) -> str:
         if owner is None:
@@ -152,11 +148,7 @@ class ProcessWatchers:
         self._joining: asyncio.Task[None] | None = None
 
     def describe(self) -> list[str]:
-        what = (
-            f"--handler {self.handler}"
-            if self.handler
-            else "--processor feedwatch.demo:DemoProcessor"
-        )
+        what = f"--handler {self.handler}" if self.handler else "--processor feedwatch.demo:DemoProcessor"
         return [
             f"watcher {p.label}: pid {p.popen.pid}, `python -m feedwatch watch {what}`"
             + ("" if self.handler else f" with classifier {p.classifier}")
@@ -217,9 +209,7 @@ class ProcessWatchers:
                 return
             if time.monotonic() > deadline:
                 missing = ", ".join(p.label for p in started if p.popen.pid not in alive)
-                raise DemoError(
-                    f"watcher(s) {missing} did not start within {timeout:g} s; see {self.logs}"
-                )
+                raise DemoError(f"watcher(s) {missing} did not start within {timeout:g} s; see {self.logs}")
             await asyncio.sleep(0.1)
 
     async def start(self, say: Say) -> None:
@@ -261,9 +251,7 @@ class ProcessWatchers:
             code = p.popen.poll()
             if code is not None and not p.stopping:
                 tail = _tail(p.log)
-                raise DemoError(
-                    f"watcher {p.label} (pid {p.popen.pid}) exited with {code}:\n{tail}"
-                )
+                raise DemoError(f"watcher {p.label} (pid {p.popen.pid}) exited with {code}:\n{tail}")
 
     async def deploy_fix(self, say: Say) -> None:
         if self.handler:
@@ -306,9 +294,7 @@ class ProcessWatchers:
             process.log_file.close()
 
     async def stop(self) -> None:
-        await asyncio.gather(
-            *(self._terminate(p) for p in self.processes if p.popen.returncode is None)
-        )
+        await asyncio.gather(*(self._terminate(p) for p in self.processes if p.popen.returncode is None))
         for p in self.processes:
             if p.log_file is not None and not p.log_file.closed:
                 p.log_file.close()

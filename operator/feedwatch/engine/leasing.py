@@ -66,6 +66,7 @@ class Lease:
     idle_until: float = 0.0
     handing_to: str | None = None
     handoff_deadline: float = math.inf
+    received_at: float = 0.0
     empty_work: int = 0
     dropped: bool = False
 
@@ -83,6 +84,10 @@ class LeaseKeeper:
         self._next_renewal = 0.0
         self._next_steal = 0.0
         self._next_balance = 0.0
+        #: Partitions this watcher asked for, and until when it expects them.
+        self._requested: dict[int, float] = {}
+        #: The balanced target computed at the last pass.
+        self.goal = 0
         self.wake = asyncio.Event()
 
     @property
@@ -121,14 +126,14 @@ class LeaseKeeper:
         """Heartbeat, re-read the feed, extend every lease; learn of steals and lost leases."""
         w = self.w
         started = w.clock.monotonic()
-        await w.db(w.clock.sync)
+        await w.db_lease(w.clock.sync)
         now = w.clock.now()
         duration = w.settings.lease_duration
-        self.live_watchers = await w.db(
+        self.live_watchers = await w.db_lease(
             w.store.heartbeat, w.feed, w.owner, self.host, now, now + timedelta(seconds=duration)
         )
-        w.feed_settings = await w.db(w.store.load_feed, w.feed)
-        rows: list[LeaseRow] = await w.db(
+        w.feed_settings = await w.db_lease(w.store.load_feed, w.feed)
+        rows: list[LeaseRow] = await w.db_lease(
             w.store.renew_leases, w.feed, w.owner, now + timedelta(seconds=duration)
         )
         self._next_renewal = started + w.settings.renewal_period
@@ -145,16 +150,29 @@ class LeaseKeeper:
                 w.event(lease, "lease_received", f"received {row.id!r} by hand-off")
             else:
                 lease = known
+            self._requested.pop(row.pk, None)
             lease.trusted_until = trusted
-            if row.steal_by and lease.handing_to is None:
+            if row.steal_by and lease.handing_to is None and self._may_give(lease):
                 lease.handing_to = row.steal_by
                 lease.handoff_deadline = w.clock.monotonic() + w.settings.grace_period
                 w.event(lease, "steal_requested", f"{row.steal_by} asked for {row.id!r}")
         w.metrics.leases.set(len(self.leases))
         w.dispatcher.wake.set()
 
+    def _may_give(self, lease: Lease) -> bool:
+        """Honour a steal only above target, and not for a partition just received.
+
+        A partition handed over must be worked (dispatched, or checkpointed)
+        by its receiver before it moves again: otherwise two watchers can pass
+        the last partitions back and forth forever without either working them.
+        """
+        settled = self.w.clock.monotonic() - lease.received_at >= self.w.settings.renewal_period
+        return settled and len(self.leases) > self.goal
+
     def _adopt(self, row: LeaseRow, trusted: float) -> Lease:
-        lease = Lease(row.pk, row.id, row.gate, row.lease_epoch, trusted)
+        lease = Lease(
+            row.pk, row.id, row.gate, row.lease_epoch, trusted, received_at=self.w.clock.monotonic()
+        )
         self.leases[row.pk] = lease
         return lease
 
@@ -168,7 +186,7 @@ class LeaseKeeper:
                 continue
             now = w.clock.now()
             until = now + timedelta(seconds=w.settings.lease_duration)
-            handed = await w.db(
+            handed = await w.db_lease(
                 w.store.hand_off,
                 w.feed,
                 w.owner,
@@ -191,15 +209,17 @@ class LeaseKeeper:
         cap = w.settings.max_partitions
         # Counted every pass: when a watcher exits gracefully its heartbeat row goes,
         # and the others' targets must rise at their next pass, not their next renewal.
-        self.live_watchers = max(await w.db(w.store.count_live_watchers, w.feed, now), 1)
-        active = await w.db(w.store.count_active, w.feed, now, cap * self.live_watchers)
+        self.live_watchers = max(await w.db_lease(w.store.count_live_watchers, w.feed, now), 1)
+        active = await w.db_lease(w.store.count_active, w.feed, now, cap * self.live_watchers)
         w.metrics.active_partitions.set(active)
         goal = balancing.target(active, self.live_watchers, cap)
+        self.goal = goal
         held = len(self.leases)
+        mono = w.clock.monotonic()
+        self._requested = {pk: t for pk, t in self._requested.items() if t > mono}
         if held >= goal:
             return
-        mono = w.clock.monotonic()
-        rows: list[LeaseRow] = await w.db(
+        rows: list[LeaseRow] = await w.db_lease(
             w.store.acquire_leases,
             w.feed,
             w.owner,
@@ -216,14 +236,17 @@ class LeaseKeeper:
             w.metrics.leases.set(len(self.leases))
             w.dispatcher.wake.set()
             return
-        if mono < self._next_steal:
-            return
+        if mono < self._next_steal or held + len(self._requested) >= goal:
+            return  # requests already pending count as held: never ask for more than the gap
         self._next_steal = mono + w.settings.poll_interval
-        loads = await w.db(w.store.owner_loads, w.feed, now)
+        loads = await w.db_lease(w.store.owner_loads, w.feed, now)
         victim = balancing.victim(loads, w.owner, goal)
         if victim is not None:
-            pk = await w.db(w.store.request_steal, w.feed, w.owner, victim)
+            pk = await w.db_lease(w.store.request_steal, w.feed, w.owner, victim)
             if pk is not None:
+                # Expect it within a lease; renew early so a hand-off is adopted at once.
+                self._requested[pk] = mono + w.settings.lease_duration
+                self._next_renewal = min(self._next_renewal, mono + w.settings.poll_interval)
                 w.log.info(
                     "asked %s for a partition (holding %d, target %d)",
                     victim,
@@ -236,7 +259,9 @@ class LeaseKeeper:
         w = self.w
         pks = list(self.leases)
         if pks:
-            await w.db(w.store.release_leases, w.feed, w.owner, pks, w.clock.now(), w.feed_settings.history)
+            await w.db_lease(
+                w.store.release_leases, w.feed, w.owner, pks, w.clock.now(), w.feed_settings.history
+            )
             for lease in list(self.leases.values()):
                 w.drop(lease, "lease_released", f"released {lease.id!r}")
-        await w.db(w.store.remove_heartbeat, w.feed, w.owner)
+        await w.db_lease(w.store.remove_heartbeat, w.feed, w.owner)

@@ -66,6 +66,10 @@ class Watcher:
         self.leasekeeper = LeaseKeeper(self)
         self.stopping = False
         self._executor = ThreadPoolExecutor(max_workers=4, thread_name_prefix="feedwatch-db")
+        self._lease_executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="feedwatch-lease")
+        # A watcher frozen inside a transaction must not hold row locks past its
+        # lease, and nobody may wait on a lock for longer than a renewal period.
+        store.limit_sessions(self.settings.lease_duration)
         self._tasks: list[asyncio.Task[None]] = []
         self._started = False
         self._stopped = asyncio.Event()
@@ -111,6 +115,7 @@ class Watcher:
                 raise
             self.log.warning("could not release leases: %s", error, extra={"action": "release_failed"})
         self._executor.shutdown(wait=False)
+        self._lease_executor.shutdown(wait=False)
         self.log.info("watcher %s stopped", self.owner, extra={"action": "watcher_stopped"})
         self._stopped.set()
 
@@ -147,6 +152,11 @@ class Watcher:
         """Run a blocking store call on the watcher's database threads."""
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(self._executor, partial(fn, *args, **kwargs))
+
+    async def db_lease(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+        """Run a lease call on a thread of its own: claims blocked on locks never delay renewals."""
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._lease_executor, partial(fn, *args, **kwargs))
 
     async def sleep(self, seconds: float) -> None:
         await asyncio.sleep(seconds)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import logging
+import math
 import random
 import re
 import time
@@ -12,7 +13,7 @@ from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from typing import Any, NamedTuple, TypeVar
 
-from sqlalchemy import Table, text
+from sqlalchemy import Table, event, text
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import DBAPIError, IntegrityError
 
@@ -71,6 +72,46 @@ class StoreBase:
         self.tables = schema.build(prefix)
         self.prefix = prefix
         self.url = redact(engine.url.render_as_string(hide_password=False))
+        #: Seconds a transaction may idle and a statement may wait on a lock (server side).
+        self.session_limit = 30.0
+        event.listen(engine, "connect", self._limit_session)
+
+    def limit_sessions(self, lease_duration: float) -> None:
+        """Bound idle transactions by the lease, and lock waits by a third of it.
+
+        A watcher frozen inside a transaction (SIGSTOP, a VM pause, a cut
+        network) then loses its transaction and its locks when its lease
+        would expire, and the others' claims never wait on it for longer
+        than a renewal period. New connections take the limits; the pool is
+        emptied so that none is missed.
+        """
+        if lease_duration != self.session_limit:
+            self.session_limit = lease_duration
+            self.engine.dispose()
+
+    def _limit_session(self, dbapi_connection: Any, _record: Any) -> None:
+        idle = max(1, math.ceil(self.session_limit))
+        wait = max(1, math.ceil(self.session_limit / 3))
+        if self.dialect == "mysql":
+            statements = [
+                f"SET SESSION idle_transaction_timeout = {idle}",
+                f"SET SESSION innodb_lock_wait_timeout = {wait}",
+            ]
+        elif self.dialect == "postgresql":
+            statements = [
+                f"SET idle_in_transaction_session_timeout = {idle * 1000}",
+                f"SET lock_timeout = {wait * 1000}",
+            ]
+        else:
+            return
+        cursor = dbapi_connection.cursor()
+        try:
+            for statement in statements:
+                cursor.execute(statement)
+        finally:
+            cursor.close()
+        if self.dialect == "postgresql":
+            dbapi_connection.commit()
 
     # -- time -------------------------------------------------------------
 
@@ -97,6 +138,7 @@ class StoreBase:
         ``readonly`` transactions do not take SQLite's write lock.
         """
         stale_retried = False
+        give_up = time.monotonic() + self.session_limit / 2
         for attempt in range(1, attempts + 1):
             statements.seen = False
             try:
@@ -113,7 +155,7 @@ class StoreBase:
                     # statement; nothing was applied, so one retry is safe.
                     stale_retried = True
                     continue
-                if dialects.is_transient(error) and attempt < attempts:
+                if dialects.is_transient(error) and attempt < attempts and time.monotonic() < give_up:
                     log.debug("transaction retried after %s", type(error.orig).__name__)
                     time.sleep(random.uniform(0.005, 0.05) * attempt)  # noqa: S311
                     continue

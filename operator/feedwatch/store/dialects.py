@@ -18,7 +18,7 @@ SUPPORTED = {
 # MariaDB: 1213 deadlock, 1205 lock wait timeout. PostgreSQL: 40001 serialization, 40P01 deadlock.
 _MYSQL_TRANSIENT = {1213, 1205}
 _MYSQL_READ_ONLY = {1290, 1836}
-_PG_TRANSIENT = {"40001", "40P01"}
+_PG_TRANSIENT = {"40001", "40P01", "55P03"}  # serialization, deadlock, lock timeout
 _PG_READ_ONLY = {"25006"}
 
 
