@@ -73,8 +73,8 @@ def stop_at(victim: WatcherProcess, handler: HandlerProcess, store: Store, *, ho
     """SIGSTOP ``victim`` with calls in flight: outside any transaction, or inside one that
     holds row locks."""
     attempts = 0
-    give_up = time.monotonic() + 60
-    while attempts < 40 and time.monotonic() < give_up:
+    give_up = time.monotonic() + 90
+    while attempts < 300 and time.monotonic() < give_up:
         if not handler.calling(victim.name):
             time.sleep(0.02)
             continue
@@ -91,7 +91,7 @@ def stop_at(victim: WatcherProcess, handler: HandlerProcess, store: Store, *, ho
             return
         victim.signal(signal.SIGCONT)
         time.sleep(random.uniform(0.01, 0.06))
-    state = "inside a blocking" if holding_locks else "outside any"
+    state = "inside a locking" if holding_locks else "outside any"
     raise AssertionError(f"never caught {victim.name} {state} transaction")
 
 
