@@ -31,6 +31,7 @@ import pymysql
 from sqlalchemy import func, select, text
 
 from feedwatch import Feed, Store
+from feedwatch.testing import wait_for
 from tests.support.fault_checks import Call, Expected, read, read_calls
 from tests.support.fault_proxy import TCPProxy
 from tests.support.processes import ROOT, start_watcher, stop, watcher_env
@@ -44,14 +45,7 @@ WATCHER_ARGS = (
 
 def wait_until(condition: Callable[[], Any], timeout: float, message: str, interval: float = 0.1) -> Any:
     """Poll ``condition`` until it is truthy; fail with ``message`` after ``timeout`` seconds."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = condition()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout:g} s: {message}")
-        time.sleep(interval)
+    return wait_for(condition, timeout=timeout, interval=interval, message=message)
 
 
 def free_port(preferred: int = 0) -> int:

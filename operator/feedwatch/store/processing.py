@@ -47,6 +47,8 @@ _RESULT_CASTS = {
     "polls": "INTEGER",
 }
 _PK_CASTS = {"pk": "BIGINT", "version": "INTEGER"}
+#: Lease columns cleared when a checkpoint lets a partition go.
+_RELEASE: dict[str, Any] = {"owner": None, "lease_until": None, "steal_by": None}
 
 
 class ProcessingQueries(StoreBase):
@@ -363,6 +365,14 @@ class ProcessingQueries(StoreBase):
             if part is None or part.owner != owner or part.status != "available":
                 return CheckpointDecision("lost", part.gate if part else 0)
             gate, version = part.gate, part.version
+
+            def decide(
+                action: Any, to_gate: int, values: dict[str, Any], message: str | None = None
+            ) -> CheckpointDecision:
+                return self._write_partition(
+                    conn, feed, owner, partition_pk, version, to_gate, action, now, values, history, message
+                )
+
             available = conn.execute(
                 select(i.c.gate, func.count(), func.min(i.c.next_attempt_at))
                 .where(i.c.partition_pk == partition_pk, i.c.status == "available")
@@ -376,19 +386,7 @@ class ProcessingQueries(StoreBase):
                     return CheckpointDecision("work", gate, due)
                 if (due - now).total_seconds() <= hold_for:
                     return CheckpointDecision("held", gate, due)
-                return self._write_partition(
-                    conn,
-                    feed,
-                    owner,
-                    partition_pk,
-                    version,
-                    gate,
-                    "waiting",
-                    now,
-                    {"ready_at": due, "owner": None, "lease_until": None, "steal_by": None},
-                    history,
-                    None,
-                )
+                return decide("waiting", gate, {"ready_at": due, **_RELEASE})
             failed = conn.execute(
                 select(i.c.id, i.c.error)
                 .where(i.c.partition_pk == partition_pk, i.c.status == "failed", i.c.gate == gate)
@@ -397,90 +395,20 @@ class ProcessingQueries(StoreBase):
             ).first()
             if failed is not None and failed_policy_blocks(failure_policy):
                 message = bounded(f"item {failed.id!r} failed at gate {gate}: {failed.error}")
-                return self._write_partition(
-                    conn,
-                    feed,
-                    owner,
-                    partition_pk,
-                    version,
-                    gate,
-                    "failed",
-                    now,
-                    {
-                        "status": "failed",
-                        "error": message,
-                        "ready_at": None,
-                        "owner": None,
-                        "lease_until": None,
-                        "steal_by": None,
-                    },
-                    history,
-                    message,
-                )
+                values = {"status": "failed", "error": message, "ready_at": None, **_RELEASE}
+                return decide("failed", gate, values, message)
             later = [a for a in available if a[0] > gate]
             if later:
                 next_gate, _, due = later[0]
                 if manual_checkpoint:
-                    return self._write_partition(
-                        conn,
-                        feed,
-                        owner,
-                        partition_pk,
-                        version,
-                        gate,
-                        "idle",
-                        now,
-                        {"ready_at": None, "owner": None, "lease_until": None, "steal_by": None},
-                        history,
-                        f"gate {gate} done; manual checkpoint waits for the producer",
-                    )
-                return self._write_partition(
-                    conn,
-                    feed,
-                    owner,
-                    partition_pk,
-                    version,
-                    next_gate,
-                    "advanced",
-                    now,
-                    {"gate": next_gate, "ready_at": max(due, now)},
-                    history,
-                    f"gate {gate} -> {next_gate}",
-                )
+                    waits = f"gate {gate} done; manual checkpoint waits for the producer"
+                    return decide("idle", gate, {"ready_at": None, **_RELEASE}, waits)
+                values = {"gate": next_gate, "ready_at": max(due, now)}
+                return decide("advanced", next_gate, values, f"gate {gate} -> {next_gate}")
             if auto_close:
-                return self._write_partition(
-                    conn,
-                    feed,
-                    owner,
-                    partition_pk,
-                    version,
-                    gate,
-                    "completed",
-                    now,
-                    {
-                        "status": "complete",
-                        "ready_at": None,
-                        "owner": None,
-                        "lease_until": None,
-                        "steal_by": None,
-                        "error": None,
-                    },
-                    history,
-                    None,
-                )
-            return self._write_partition(
-                conn,
-                feed,
-                owner,
-                partition_pk,
-                version,
-                gate,
-                "idle",
-                now,
-                {"ready_at": None, "owner": None, "lease_until": None, "steal_by": None},
-                history,
-                None,
-            )
+                values = {"status": "complete", "ready_at": None, "error": None, **_RELEASE}
+                return decide("completed", gate, values)
+            return decide("idle", gate, {"ready_at": None, **_RELEASE})
 
         return self.transaction(work)
 

@@ -230,59 +230,34 @@ class ProducingQueries(StoreBase):
 
     # -- reading ----------------------------------------------------------
 
+    def _partition_columns(self) -> list[Any]:
+        """The columns of :class:`PartitionRow`, in its order."""
+        p = self.tables.partitions
+        return [p.c[f.name] for f in dataclasses.fields(PartitionRow)]
+
     def partition(self, feed: str, partition: str) -> PartitionRow:
         p = self.tables.partitions
         row = self.transaction(
             lambda c: c.execute(
-                select(
-                    p.c.pk,
-                    p.c.feed,
-                    p.c.id,
-                    p.c.status,
-                    p.c.gate,
-                    p.c.version,
-                    p.c.ready_at,
-                    p.c.owner,
-                    p.c.lease_until,
-                    p.c.lease_epoch,
-                    p.c.steal_by,
-                    p.c.error,
-                    p.c.created_at,
-                    p.c.updated_at,
-                ).where(p.c.feed == feed, p.c.id == partition)
+                select(*self._partition_columns()).where(p.c.feed == feed, p.c.id == partition)
             ).first(),
             readonly=True,
         )
         if row is None:
             raise PartitionNotFoundError(f"partition {partition!r} does not exist in feed {feed!r}")
-        return PartitionRow(*row)  # type: ignore[call-arg]
+        return PartitionRow(*row)
 
     def partitions(
         self, feed: str, *, status: str | None = None, after: str | None = None, limit: int = 1000
     ) -> list[PartitionRow]:
         p = self.tables.partitions
-        query = select(
-            p.c.pk,
-            p.c.feed,
-            p.c.id,
-            p.c.status,
-            p.c.gate,
-            p.c.version,
-            p.c.ready_at,
-            p.c.owner,
-            p.c.lease_until,
-            p.c.lease_epoch,
-            p.c.steal_by,
-            p.c.error,
-            p.c.created_at,
-            p.c.updated_at,
-        ).where(p.c.feed == feed)
+        query = select(*self._partition_columns()).where(p.c.feed == feed)
         if status:
             query = query.where(p.c.status == status)
         if after is not None:
             query = query.where(p.c.id > after)
         query = query.order_by(p.c.id).limit(limit)
-        return self.transaction(lambda c: [PartitionRow(*r) for r in c.execute(query)], readonly=True)  # type: ignore[call-arg]
+        return self.transaction(lambda c: [PartitionRow(*r) for r in c.execute(query)], readonly=True)
 
     def items(
         self,
