@@ -10,9 +10,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 
-from kubernetes import client
 from tests.support.kubernetes import KubeEnv, wait_until
 
 pytestmark = pytest.mark.kubernetes

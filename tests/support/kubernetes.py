@@ -384,9 +384,8 @@ def _namespace_name(test_name: str) -> str:
 @pytest.fixture
 def namespace(kube: KubeEnv, request: pytest.FixtureRequest) -> Iterator[str]:
     """A unique namespace for one test; deleted afterwards, dumped on failure."""
-    from kubernetes.client.exceptions import ApiException
-
     from kubernetes import client
+    from kubernetes.client.exceptions import ApiException
 
     name = _namespace_name(request.node.name)
     kube.core_v1.create_namespace(
