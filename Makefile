@@ -32,8 +32,8 @@ test: install databases k8s ## every test on SQLite, MariaDB, PostgreSQL and the
 	$(PYTEST) -p no:cacheprovider tests
 
 .PHONY: test-fast
-test-fast: ## quick loop: SQLite only, no Kubernetes, no fault suite
-	FEEDWATCH_TEST_DATABASES=sqlite $(PYTEST) -p no:cacheprovider tests -m "not kubernetes and not chart and not faults" -x
+test-fast: ## quick loop: SQLite only, no Kubernetes, no fault suite, no bench smoke
+	FEEDWATCH_TEST_DATABASES=sqlite $(PYTEST) -p no:cacheprovider tests -m "not kubernetes and not chart and not faults and not bench" -x
 
 .PHONY: bench
 bench: install databases ## benchmarks: prints a table, writes bench/results/report.md and a plot
