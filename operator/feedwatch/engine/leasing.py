@@ -129,7 +129,7 @@ class LeaseKeeper:
         await w.db_lease(w.clock.sync)
         now = w.clock.now()
         duration = w.settings.lease_duration
-        self.live_watchers = await w.db_lease(
+        await w.db_lease(
             w.store.heartbeat, w.feed, w.owner, self.host, now, now + timedelta(seconds=duration)
         )
         w.feed_settings = await w.db_lease(w.store.load_feed, w.feed)

@@ -232,11 +232,11 @@ class LeaseQueries(StoreBase):
 
     # -- heartbeats -------------------------------------------------------
 
-    def heartbeat(self, feed: str, owner: str, host: str, now: datetime, expires: datetime) -> int:
-        """Record that ``owner`` is alive; drop expired rows; return the live watcher count."""
+    def heartbeat(self, feed: str, owner: str, host: str, now: datetime, expires: datetime) -> None:
+        """Record that ``owner`` is alive and drop expired rows (balancing counts the live ones)."""
         h = self.tables.heartbeats
 
-        def work(conn: Connection) -> int:
+        def work(conn: Connection) -> None:
             result = conn.execute(
                 update(h).where(h.c.feed == feed, h.c.owner == owner).values(expires_at=expires)
             )
@@ -247,10 +247,8 @@ class LeaseQueries(StoreBase):
                     )
                 )
             conn.execute(delete(h).where(h.c.feed == feed, h.c.expires_at < now))
-            count = conn.execute(select(func.count()).where(h.c.feed == feed, h.c.expires_at >= now)).scalar()
-            return int(count or 1)
 
-        return self.transaction(work)
+        self.transaction(work)
 
     def remove_heartbeat(self, feed: str, owner: str) -> None:
         h = self.tables.heartbeats

@@ -494,14 +494,6 @@ class ProcessingQueries(StoreBase):
                 ],
             )
 
-    def items_in(self, pks: list[int]) -> dict[int, tuple[str, int]]:
-        """Status and version of items (for the engine's own checks and tests)."""
-        i = self.tables.items
-        query = select(i.c.pk, i.c.status, i.c.version).where(i.c.pk.in_(bindparam("pks", expanding=True)))
-        return self.transaction(
-            lambda c: {r[0]: (r[1], r[2]) for r in c.execute(query, {"pks": pks})}, readonly=True
-        )
-
 
 def failed_policy_blocks(policy: str) -> bool:
     """Under ``block`` a failed item stops its partition at its gate."""
