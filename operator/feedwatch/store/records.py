@@ -154,3 +154,22 @@ class CheckpointDecision:
     gate: int
     ready_at: datetime | None = None
     message: str | None = None
+
+
+@dataclass(frozen=True)
+class Backlog:
+    """The work waiting in a feed, as the autoscaler sees it (counts stop at ``limit``).
+
+    ``partitions``: available partitions with work due now, leased or not.
+    ``items``: available items at their partition's gate and due, in those partitions.
+    ``leased``: available partitions under a live lease (someone may be working them).
+    A count equal to ``limit`` means "at least ``limit``".
+    """
+
+    partitions: int
+    items: int
+    oldest_item_age_seconds: float
+    leased: int
+    limit: int
+    paused: bool
+    read_at: datetime

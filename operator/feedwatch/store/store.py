@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from sqlalchemy.engine import Engine
 
+from feedwatch.store.backlog import BacklogQueries
 from feedwatch.store.connection import connect
 from feedwatch.store.leases import LeaseQueries
 from feedwatch.store.migrating import check_schema
@@ -11,7 +12,7 @@ from feedwatch.store.processing import ProcessingQueries
 from feedwatch.store.producing import ProducingQueries
 
 
-class Store(LeaseQueries, ProcessingQueries, ProducingQueries):
+class Store(LeaseQueries, ProcessingQueries, ProducingQueries, BacklogQueries):
     """All SQL of feedwatch, behind methods named by intent."""
 
     @classmethod

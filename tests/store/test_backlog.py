@@ -1,0 +1,100 @@
+"""The backlog query (what the autoscaler reads), on SQLite, MariaDB and PostgreSQL."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import pytest
+from sqlalchemy import update
+
+from feedwatch import Feed, Store
+
+pytestmark = pytest.mark.store
+
+
+def test_an_empty_feed_has_no_backlog(feed: Feed, store: Store) -> None:
+    backlog = store.feed_backlog(feed.name, limit=100)
+    assert (backlog.partitions, backlog.items, backlog.leased, backlog.oldest_item_age_seconds) == (
+        0, 0, 0, 0.0,
+    )  # fmt: skip
+    assert not backlog.paused
+
+
+def test_due_partitions_and_their_items_at_the_gate_are_counted(feed: Feed, store: Store) -> None:
+    feed.enqueue("a", {"1": 1, "2": 2})
+    feed.enqueue("b", {"1": 1})
+    feed.enqueue("b", {"later": 1}, gate=3)  # waits for gate 3: not backlog yet
+    backlog = store.feed_backlog(feed.name, limit=100)
+    assert (backlog.partitions, backlog.items) == (2, 3)
+
+
+def test_delayed_idle_and_closed_partitions_are_not_backlog(feed: Feed, store: Store) -> None:
+    now = store.now()
+    feed.enqueue("due", {"1": 1})
+    feed.enqueue("delayed", {"1": 1}, not_before=now + timedelta(hours=1))
+    feed.enqueue("idle", {"1": 1})
+    feed.enqueue("closed", {"1": 1})
+    p = store.tables.partitions
+    store.transaction(
+        lambda c: c.execute(update(p).where(p.c.feed == feed.name, p.c.id == "idle").values(ready_at=None))
+    )
+    feed.cancel("closed")
+    backlog = store.feed_backlog(feed.name, limit=100)
+    assert (backlog.partitions, backlog.items) == (1, 1)
+
+
+def test_an_item_waiting_for_a_retry_is_not_counted(feed: Feed, store: Store) -> None:
+    now = store.now()
+    feed.enqueue("p", {"now": 1, "soon": 2})
+    i = store.tables.items
+    store.transaction(
+        lambda c: c.execute(
+            update(i).where(i.c.id == "soon").values(next_attempt_at=now + timedelta(minutes=5))
+        )
+    )
+    backlog = store.feed_backlog(feed.name, limit=100)
+    assert (backlog.partitions, backlog.items) == (1, 1)
+
+
+def test_counts_stop_at_the_limit(feed: Feed, store: Store) -> None:
+    for n in range(6):
+        feed.enqueue(f"p{n}", {f"i{k}": k for k in range(4)})
+    backlog = store.feed_backlog(feed.name, limit=5)
+    assert (backlog.partitions, backlog.items, backlog.limit) == (5, 5, 5)
+    full = store.feed_backlog(feed.name, limit=1000)
+    assert (full.partitions, full.items) == (6, 24)
+
+
+def test_leased_partitions_are_counted_and_still_backlog(feed: Feed, store: Store) -> None:
+    feed.enqueue("a", {"1": 1})
+    feed.enqueue("b", {"1": 1})
+    now = store.now()
+    store.acquire_leases(feed.name, "w1", now, now + timedelta(seconds=30), 1, False)
+    backlog = store.feed_backlog(feed.name, limit=100)
+    assert (backlog.partitions, backlog.leased) == (2, 1)
+    expired = store.feed_backlog(feed.name, limit=100, now=now + timedelta(seconds=31))
+    assert expired.leased == 0, "an expired lease holds nothing"
+
+
+def test_the_oldest_item_age_is_that_of_the_oldest_due_item(feed: Feed, store: Store) -> None:
+    feed.enqueue("a", {"1": 1})
+    feed.enqueue("b", {"1": 1})
+    created = min(item.created_at for name in ("a", "b") for item in feed.items(name))
+    at = store.now() + timedelta(seconds=100)
+    backlog = store.feed_backlog(feed.name, limit=100, now=at)
+    assert backlog.oldest_item_age_seconds == pytest.approx((at - created).total_seconds(), abs=0.01)
+    assert backlog.read_at == at
+
+
+def test_a_paused_feed_has_no_backlog(feed: Feed, store: Store) -> None:
+    feed.enqueue("a", {"1": 1})
+    feed.pause()
+    backlog = store.feed_backlog(feed.name, limit=100)
+    assert backlog.paused and (backlog.partitions, backlog.items) == (0, 0)
+    feed.resume()
+    assert store.feed_backlog(feed.name, limit=100).partitions == 1
+
+
+def test_a_limit_below_one_is_refused(store: Store, feed: Feed) -> None:
+    with pytest.raises(ValueError, match="limit must be at least 1"):
+        store.feed_backlog(feed.name, limit=0)
