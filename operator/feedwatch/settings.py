@@ -12,6 +12,7 @@ on them; watcher settings are local to one process.
 from __future__ import annotations
 
 import dataclasses
+import importlib.metadata
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
@@ -186,6 +187,85 @@ class WatcherSettings:
 
     def replace(self, **changes: Any) -> WatcherSettings:
         return dataclasses.replace(self, **changes)
+
+
+def _package_version() -> str:
+    try:
+        return importlib.metadata.version("feedwatch")
+    except importlib.metadata.PackageNotFoundError:  # pragma: no cover - a source checkout
+        return "0.0.0"
+
+
+OPERATOR_ENV_PREFIX = "FEEDWATCH_OPERATOR_"
+
+
+@dataclass(frozen=True)
+class OperatorSettings:
+    """Settings of the ``feedwatch operator`` process (flags or ``FEEDWATCH_OPERATOR_*`` variables)."""
+
+    namespaces: tuple[str, ...] = field(
+        default=(),
+        metadata=_doc(
+            "Namespaces to serve (kopf patterns such as `team-*` allowed); empty = all namespaces. "
+            "As a variable: comma-separated.",
+            "",
+            "operator",
+        ),
+    )
+    watcher_image: str = field(
+        default=f"feedwatch:{_package_version()}",
+        metadata=_doc(
+            "Image of the watcher pods when a FeedWatcher gives no `image`; the default is the image "
+            "`hack/image` builds for this version (the Helm chart sets the published one).",
+            "",
+            "operator",
+        ),
+    )
+    health_port: int = field(
+        default=8080,
+        metadata=_doc("Port of the operator's /healthz and /metrics; 0 = off.", "", "operator"),
+    )
+    metrics: bool = field(default=True, metadata=_doc("Serve /metrics on the health port.", "", "operator"))
+    log_format: LogFormat = field(default="text", metadata=_doc("`text` or `json`.", "", "operator"))
+    log_level: str = field(default="INFO", metadata=_doc("Python logging level.", "", "operator"))
+    secret_check_interval: float = field(
+        default=10.0,
+        metadata=_doc("How often referenced Secrets are read again (one GET each).", "s", "operator"),
+    )
+    database_retry_cap: float = field(
+        default=60.0,
+        metadata=_doc("Longest backoff between retries of an unreachable database.", "s", "operator"),
+    )
+
+    def __post_init__(self) -> None:
+        problems = []
+        if not 0 <= self.health_port <= 65535:
+            problems.append("health_port must be between 0 and 65535")
+        if self.log_format not in ("text", "json"):
+            problems.append(f"log_format must be 'text' or 'json', not {self.log_format!r}")
+        if self.secret_check_interval <= 0 or self.database_retry_cap <= 0:
+            problems.append("secret_check_interval and database_retry_cap must be > 0")
+        if not self.watcher_image:
+            problems.append("watcher_image must not be empty")
+        if problems:
+            raise ConfigurationError("invalid operator settings: " + "; ".join(problems))
+
+    @classmethod
+    def from_environment(cls, env: Mapping[str, str] | None = None, **overrides: Any) -> OperatorSettings:
+        """Build from ``FEEDWATCH_OPERATOR_*`` variables; overrides that are not None win."""
+        env = os.environ if env is None else env
+        values: dict[str, Any] = {}
+        for f in fields(cls):
+            variable = OPERATOR_ENV_PREFIX + f.name.upper()
+            if overrides.get(f.name) is not None:
+                values[f.name] = overrides[f.name]
+            elif variable in env and f.name == "namespaces":
+                values[f.name] = tuple(n.strip() for n in env[variable].split(",") if n.strip())
+            elif variable in env:
+                values[f.name] = coerce(cls, f.name, env[variable])
+        if "namespaces" in values:
+            values["namespaces"] = tuple(values["namespaces"])
+        return cls(**values)
 
 
 def env_name(name: str) -> str:
