@@ -32,8 +32,8 @@ test: install databases k8s ## every test on SQLite, MariaDB, PostgreSQL and the
 	$(PYTEST) -p no:cacheprovider tests
 
 .PHONY: test-fast
-test-fast: ## quick loop: SQLite only, no Kubernetes, no fault suite, no bench smoke
-	FEEDWATCH_TEST_DATABASES=sqlite $(PYTEST) -p no:cacheprovider tests -m "not kubernetes and not chart and not faults and not bench" -x
+test-fast: ## quick loop: SQLite only, no Kubernetes, no fault suite, no bench smoke, no image build
+	FEEDWATCH_TEST_DATABASES=sqlite $(PYTEST) -p no:cacheprovider tests -m "not kubernetes and not chart and not faults and not bench and not image" -x
 
 .PHONY: bench
 bench: install databases ## benchmarks: prints a table, writes bench/results/report.md and a plot
@@ -42,3 +42,15 @@ bench: install databases ## benchmarks: prints a table, writes bench/results/rep
 .PHONY: demo
 demo: ## the demo: screen job applications on a temporary SQLite database
 	feedwatch demo
+
+.PHONY: constraints
+constraints: ## re-pin requirements/constraints.txt (the image's dependencies) from pyproject.toml
+	hack/image constraints
+
+.PHONY: image
+image: ## build the image with podman (Debian base, offline from a wheelhouse): localhost/feedwatch:dev
+	hack/image build
+
+.PHONY: chart-crd
+chart-crd: ## copy crds/feedwatcher.yaml into the chart (Helm reads no file outside it)
+	cp crds/feedwatcher.yaml charts/feedwatch/files/crd-feedwatcher.yaml
