@@ -128,7 +128,8 @@ async def _report_backlog(watcher: Watcher, store: Store, feed: str, metrics: Me
     """Refresh the backlog gauge every few seconds (a capped count, so its cost is bounded)."""
     while True:
         try:
-            metrics.backlog.set(await watcher.db(store.backlog, feed, watcher.clock.now(), 100_000))
+            seen = await watcher.db(store.feed_backlog, feed, limit=10_000)
+            metrics.observe_backlog(seen.partitions, seen.items, seen.oldest_item_age_seconds)
         except Exception as error:
             log.debug("backlog not refreshed: %s", error)
         await asyncio.sleep(max(watcher.settings.poll_interval * 5, 5.0))

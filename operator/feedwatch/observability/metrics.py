@@ -44,9 +44,22 @@ class Metrics:
             labels,
             registry=r,
         ).labels(feed)
+        # The autoscaler's view of the feed (Store.feed_backlog), refreshed every few seconds.
         self.backlog = Gauge(
             "feedwatch_backlog_items",
-            "Available items in the feed (capped count).",
+            "Due items at their partition's gate in the feed (capped count).",
+            labels,
+            registry=r,
+        ).labels(feed)
+        self.backlog_partitions = Gauge(
+            "feedwatch_backlog_partitions",
+            "Available partitions with work due, leased or not (capped count).",
+            labels,
+            registry=r,
+        ).labels(feed)
+        self.backlog_oldest = Gauge(
+            "feedwatch_backlog_oldest_item_age_seconds",
+            "Age of the oldest due item of the feed.",
             labels,
             registry=r,
         ).labels(feed)
@@ -67,6 +80,12 @@ class Metrics:
 
     def closed(self, status: str) -> None:
         self.partitions_closed.labels(self.feed, status).inc()
+
+    def observe_backlog(self, partitions: int, items: int, oldest_age: float) -> None:
+        """Set the backlog gauges from one backlog read."""
+        self.backlog_partitions.set(partitions)
+        self.backlog.set(items)
+        self.backlog_oldest.set(oldest_age)
 
     def render(self) -> bytes:
         return generate_latest(self.registry)
