@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+import asyncio
+import time
+import uuid
 from datetime import timedelta
 
 import pytest
-from sqlalchemy import update
+from sqlalchemy import make_url, update
 
 from feedwatch import Feed, Store
+from feedwatch.operator.backlog import BacklogReader, BacklogReadError
+from tests.conftest import database_url
 
 pytestmark = pytest.mark.store
 
@@ -98,3 +103,60 @@ def test_a_paused_feed_has_no_backlog(feed: Feed, store: Store) -> None:
 def test_a_limit_below_one_is_refused(store: Store, feed: Feed) -> None:
     with pytest.raises(ValueError, match="limit must be at least 1"):
         store.feed_backlog(feed.name, limit=0)
+
+
+# -- the operator's reader: few connections, bounded waits ----------------------------
+
+
+@pytest.fixture(params=["mariadb", "postgresql"])
+def server_url(request: pytest.FixtureRequest, sqlite_url: str) -> str:
+    return database_url(request.param, sqlite_url)
+
+
+def test_fifty_feeds_read_at_once_hold_at_most_two_connections(server_url: str) -> None:
+    store = Store.open(server_url)
+    names = [f"t{uuid.uuid4().hex[:12]}" for _ in range(50)]
+    try:
+        for name in names:
+            Feed.create(store, name).enqueue("p", {"1": 1})
+    finally:
+        store.close()
+    reader = BacklogReader()
+
+    async def read_all() -> list[int]:
+        backlogs = await asyncio.gather(*(reader.read(server_url, feed=n, limit=100) for n in names))
+        return [b.partitions for b in backlogs]
+
+    try:
+        assert asyncio.run(read_all()) == [1] * 50
+        assert 1 <= reader.connections() <= 2
+    finally:
+        reader.close()
+
+
+def test_each_connection_carries_a_statement_timeout(server_url: str) -> None:
+    reader = BacklogReader(statement_timeout=2.5)
+    try:
+        engine = reader.store(server_url).engine
+        with engine.connect() as conn:
+            if engine.dialect.name == "postgresql":
+                assert conn.exec_driver_sql("SHOW statement_timeout").scalar() == "2500ms"
+            else:
+                assert float(conn.exec_driver_sql("SELECT @@max_statement_time").scalar()) == 2.5
+    finally:
+        reader.close()
+
+
+def test_an_unreachable_database_fails_the_read_quickly_without_the_password(server_url: str) -> None:
+    # Port 1: nothing listens there (PostgreSQL here trusts loopback, so a wrong password would pass).
+    wrong = make_url(server_url).set(password="not-the-password-s3cret", port=1)
+    url = wrong.render_as_string(hide_password=False)
+    reader = BacklogReader(timeout=5)
+    started = time.monotonic()
+    try:
+        with pytest.raises(BacklogReadError) as caught:
+            asyncio.run(reader.read(url, feed="any", limit=10))
+    finally:
+        reader.close()
+    assert time.monotonic() - started < 5
+    assert "s3cret" not in str(caught.value) and "cannot read the backlog" in str(caught.value)

@@ -87,10 +87,11 @@ class BacklogReader:
             ) from error
 
     def _read(self, url: str, feed: str, prefix: str, limit: int) -> Backlog:
-        store = self._store(url, prefix)
+        store = self.store(url, prefix)
         return store.feed_backlog(feed, limit=limit)
 
-    def _store(self, url: str, prefix: str) -> Store:
+    def store(self, url: str, prefix: str = "") -> Store:
+        """The shared store of ``url`` and ``prefix`` (its engine is shared by every prefix)."""
         now = time.monotonic()
         with self._lock:
             for key, stale in list(self._databases.items()):
