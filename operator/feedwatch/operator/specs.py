@@ -296,7 +296,7 @@ def _check_container(container: Mapping[str, Any]) -> None:
         name = var.get("name") if isinstance(var, Mapping) else None
         if not isinstance(name, str):
             raise InvalidSpecError(f"spec.podTemplate.container.env[{index}] needs a name")
-        if name.upper().startswith(ENV_PREFIX):
+        if name.startswith(ENV_PREFIX):
             raise InvalidSpecError(
                 f"spec.podTemplate.container.env sets {name}: the operator owns every "
                 f"{ENV_PREFIX}* variable; use the matching spec field instead "
