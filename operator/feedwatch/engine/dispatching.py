@@ -86,6 +86,11 @@ class Dispatcher:
         free = w.settings.concurrency - self.calls_in_flight
         if not leases or free <= 0 or w.stopping:
             return False
+        waiting = [lease for lease in leases if lease.suspects == "pending"]
+        if waiting:
+            if self.calls_in_flight or self.pending:
+                return False  # a suspect waits: claim nothing new until in-flight work drains
+            leases = waiting
         share = max(1, math.ceil(w.settings.concurrency / len(w.leases)))
         self._cursor = (self._cursor + 1) % len(leases)
         requests: list[ClaimRequest] = []
@@ -104,6 +109,8 @@ class Dispatcher:
             return False
         s = w.feed_settings
         alone = self.calls_in_flight == 0 and not self.pending
+        # With nothing in flight every claim looks for suspects; otherwise only new leases do.
+        looked = set(by_pk) if alone else {pk for pk, lease in by_pk.items() if lease.suspects == "unknown"}
         batch = await w.db(
             w.store.claim_batch,
             w.feed,
@@ -113,25 +120,32 @@ class Dispatcher:
             s.max_unanswered,
             s.history,
             suspects=alone,
+            probe=looked,
         )
         if batch.failed:
             w.metrics.item("fail", batch.failed)
         progressed = False
         for pk in batch.lost:
             w.drop(by_pk[pk], "lease_lost", f"{by_pk[pk].id!r} is no longer ours")
+        for pk, gate in batch.moved.items():
+            progressed = True  # claim again at once, at the gate the database holds
+            self.follow_gate(by_pk[pk], gate)
+        for pk in looked - batch.lost - batch.moved.keys():
+            by_pk[pk].suspects = "pending" if pk in batch.suspects else "none"
         for pk, items in batch.claimed.items():
             lease = by_pk[pk]
             lease.empty_work = 0
             if items[0].suspect:
                 self.isolating = True  # nothing else starts until the suspect answers
+                lease.suspects = "unknown"  # another may wait behind it
             for item in items:
                 self.start(lease, item)
             progressed = True
-        if self.isolating:
-            return progressed
+        if self.isolating or batch.suspects:
+            return progressed or bool(batch.suspects)  # come back once in-flight work drained
         for request in requests:
             lease = by_pk[request.partition_pk]
-            if request.partition_pk in batch.claimed or lease.dropped:
+            if request.partition_pk in batch.claimed or request.partition_pk in batch.moved or lease.dropped:
                 continue
             if lease.in_flight:
                 # Wait for the results in flight before deciding anything; look
@@ -141,6 +155,15 @@ class Dispatcher:
             if await gating.checkpoint(w, lease):
                 progressed = True  # a gate advanced (or work is due): claim again now
         return progressed
+
+    def follow_gate(self, lease: Lease, gate: int) -> None:
+        """The partition's gate moved under us (by hand, or by a checkpoint): work the new one."""
+        if gate == lease.gate:
+            return
+        self.w.event(lease, "gate_moved", f"{lease.id!r} is at gate {gate} now (was {lease.gate} here)")
+        lease.gate = gate
+        lease.empty_work = 0
+        lease.suspects = "unknown"  # suspects are looked for gate by gate
 
     # -- calling the processor -------------------------------------------
 

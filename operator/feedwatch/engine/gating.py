@@ -7,6 +7,11 @@ on a failed item under the ``block`` policy, close it when everything is
 complete (auto-close), or let it go idle. The decision is fenced by the
 partition's version, which every enqueue bumps, so a decision made on stale
 knowledge loses and is taken again.
+
+The gate the owner keeps in memory is only a cache: a checkpoint (like a claim)
+reads the partition's gate, and a gate moved by hand replaces the cached one at
+once. Under the ``block`` policy a failed item also stops the partition when
+the gate was moved past it by hand: it may never close ``complete``.
 """
 
 from __future__ import annotations
@@ -36,6 +41,8 @@ async def checkpoint(w: Watcher, lease: Lease) -> bool:
         hold_for=w.settings.renewal_period,
     )
     mono = w.clock.monotonic()
+    if decision.action in ("work", "held"):
+        w.dispatcher.follow_gate(lease, decision.gate)
     match decision.action:
         case "work":
             lease.empty_work += 1

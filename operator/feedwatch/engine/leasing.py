@@ -14,9 +14,12 @@ watcher::
 Trust window. A renewal that started at monotonic time ``t`` extends the lease
 to ``db_now + lease_duration``; the watcher trusts its lease only until
 ``t + lease_duration - margin``, measured from when the renewal *started*, so
-a slow round trip can only shorten the window. Past it the dispatcher stops
-claiming from the partition; results already in flight still commit, fenced
-by each item's version.
+a slow round trip can only shorten the window. An acquisition is measured the
+same way: ``t`` and ``db_now`` are read together just before the acquiring
+round trip (never before the balancing reads that precede it, never after),
+so the window always ends ``margin`` before the ``lease_until`` written. Past
+it the dispatcher stops claiming from the partition; results already in
+flight still commit, fenced by each item's version.
 
 Fencing. Lease writes are fenced by the owner (renewal ``WHERE owner = me``;
 takeover ``WHERE owner = them AND lease_until = what I read``), never by the
@@ -26,7 +29,18 @@ watcher that lost its lease is rejected once the new owner re-claimed the item.
 
 Every acquisition bumps ``lease_epoch``; an item claimed under an older epoch
 is claimable again, which is how a new owner picks up the work of a dead one
-without waiting for anything but the lease.
+without waiting for anything but the lease. Such an item is a *suspect* (it
+may be what killed the last owner) and runs alone: a new lease is looked at
+for suspects at its first claim (``Lease.suspects``); if one waits, the
+dispatcher claims nothing new, lets its in-flight calls finish, then runs the
+suspect by itself. The suspect waits at most for the longest call in flight,
+however busy the watcher is, and its lease is kept meanwhile (no release and
+re-take).
+
+The gate in :class:`Lease` is a cache of the partition's: every claim and
+checkpoint reads the partition row, and a gate moved by hand (``feedwatch
+gate``) replaces it there, so the owner never dispatches a gate from memory
+after the move committed (only calls already in flight finish at the old one).
 
 Steals are hand-offs: the victim sees ``steal_by`` at its next renewal, stops
 claiming from the partition, waits for its in-flight items (bounded by the
@@ -42,7 +56,7 @@ import math
 import socket
 from dataclasses import dataclass
 from datetime import timedelta
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Literal
 
 from feedwatch.engine import balancing
 
@@ -69,6 +83,8 @@ class Lease:
     received_at: float = 0.0
     empty_work: int = 0
     dropped: bool = False
+    #: Whether a suspect waits at this lease's gate: not looked yet, none, or one pending.
+    suspects: Literal["unknown", "none", "pending"] = "unknown"
 
     def trusted(self, mono: float) -> bool:
         return not self.dropped and mono < self.trusted_until
@@ -219,16 +235,20 @@ class LeaseKeeper:
         self._requested = {pk: t for pk, t in self._requested.items() if t > mono}
         if held >= goal:
             return
+        # The window starts where the lease written starts: read both clocks now,
+        # after the balancing reads above and before the acquiring round trip.
+        started = w.clock.monotonic()
+        written = w.clock.now()
         rows: list[LeaseRow] = await w.db_lease(
             w.store.acquire_leases,
             w.feed,
             w.owner,
-            now,
-            now + timedelta(seconds=w.settings.lease_duration),
+            written,
+            written + timedelta(seconds=w.settings.lease_duration),
             goal - held,
             w.feed_settings.history,
         )
-        trusted = mono + w.settings.lease_duration - w.settings.margin
+        trusted = started + w.settings.lease_duration - w.settings.margin
         for row in rows:
             lease = self._adopt(row, trusted)
             w.event(lease, "lease_acquired", f"acquired {row.id!r} at gate {row.gate}")

@@ -15,7 +15,7 @@ from typing import Any, TypeVar
 
 from sqlalchemy.exc import DBAPIError
 
-from feedwatch.engine.clock import DatabaseClock
+from feedwatch.engine.clock import Clock, DatabaseClock
 from feedwatch.engine.dispatching import Dispatcher
 from feedwatch.engine.leasing import Lease, LeaseKeeper
 from feedwatch.errors import DatabaseUnavailableError
@@ -51,6 +51,7 @@ class Watcher:
         *,
         owner: str | None = None,
         metrics: Metrics | None = None,
+        clock: Clock | None = None,
     ) -> None:
         self.store = store
         self.feed = feed
@@ -58,7 +59,7 @@ class Watcher:
         self.settings = settings or WatcherSettings()
         self.owner = owner or new_owner_id()
         self.metrics = metrics or Metrics(feed)
-        self.clock = DatabaseClock(store.now)
+        self.clock: Clock = clock or DatabaseClock(store.now)
         self.leases: dict[int, Lease] = {}
         self.feed_settings = store.load_feed(feed)
         self.log = FeedLogger(logging.getLogger("feedwatch.engine"), {"feed": feed, "owner": self.owner})

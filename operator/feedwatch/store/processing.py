@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import functools
 import logging
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from datetime import datetime
 from typing import Any
 
@@ -90,6 +90,7 @@ class ProcessingQueries(StoreBase):
         history: bool,
         *,
         suspects: bool = False,
+        probe: Collection[int] = (),
     ) -> ClaimBatch:
         """Claim due items of several held partitions in one transaction, oldest first.
 
@@ -104,38 +105,61 @@ class ProcessingQueries(StoreBase):
         Suspects (items that were in flight when a watcher died) are claimed
         only with ``suspects=True`` and then alone, which the engine asks for
         only when nothing else is in flight: a poison item that kills its
-        watcher takes no innocent item down with it again.
+        watcher takes no innocent item down with it again. The partitions in
+        ``probe`` (the engine's new leases) are looked at for suspects first;
+        if one waits, nothing is claimed and ``suspects`` says where, so the
+        engine stops claiming, drains what it has in flight and then runs the
+        suspect: it waits for at most the longest call in flight.
+
+        A partition whose gate is not the request's (moved by hand, or by a
+        checkpoint) gives nothing and is reported in ``moved`` with its gate
+        now, so the owner never dispatches a gate from memory once the move
+        committed.
         """
         i, p = self.tables.items, self.tables.partitions
         wanted = {r.partition_pk: r for r in requests}
 
-        def read(conn: Connection, suspect: bool, reqs: Sequence[ClaimRequest]) -> Sequence[Any]:
-            params: dict[str, Any] = {"now": self.ts(now)}
-            for n, r in enumerate(reqs):
-                params.update({f"p{n}": r.partition_pk, f"g{n}": r.gate, f"e{n}": r.epoch})
-                params[f"l{n}"] = 1 if suspect else r.limit
-            found: Sequence[Any] = self.run(conn, self._claim_sql(len(reqs), suspect), params).all()
+        def read(conn: Connection, suspect: bool, reqs: Sequence[ClaimRequest]) -> list[Any]:
+            found: list[Any] = []
+            for start in range(0, len(reqs), 50):  # bounded statement size
+                chunk = reqs[start : start + 50]
+                params: dict[str, Any] = {"now": self.ts(now)}
+                for n, r in enumerate(chunk):
+                    params.update({f"p{n}": r.partition_pk, f"g{n}": r.gate, f"e{n}": r.epoch})
+                    params[f"l{n}"] = 1 if suspect else r.limit
+                found += self.run(conn, self._claim_sql(len(chunk), suspect), params).all()
             return found
 
         def work(conn: Connection) -> ClaimBatch:
             held = {
-                row[0]
+                row.pk: row.gate
                 for row in conn.execute(
-                    select(p.c.pk).where(p.c.pk.in_(bindparam("pks", expanding=True)), p.c.owner == owner),
+                    select(p.c.pk, p.c.gate).where(
+                        p.c.pk.in_(bindparam("pks", expanding=True)), p.c.owner == owner
+                    ),
                     {"pks": list(wanted)},
                 )
             }
-            result = ClaimBatch(lost=set(wanted) - held)
-            reqs = [r for r in requests if r.partition_pk in held]
+            result = ClaimBatch(lost=set(wanted) - set(held))
+            result.moved = {pk: gate for pk, gate in held.items() if gate != wanted[pk].gate}
+            reqs = [r for r in requests if r.partition_pk in held and r.partition_pk not in result.moved]
             if not reqs:
                 return result
             rows: Sequence[Any] = []
-            if suspects:
-                rows = read(conn, True, reqs)[:1]
+            looked = reqs if suspects else [r for r in reqs if r.partition_pk in probe]
+            if looked:
+                found = read(conn, True, looked)  # at most one suspect per partition
+                if not suspects:
+                    result.suspects = {r.partition_pk for r in found}
+                    if found:
+                        return result  # the engine drains first, then claims the suspect alone
+                else:
+                    rows = found[:1]
+                    spent = {r.partition_pk for r in rows if r.unanswered >= max_unanswered}
+                    # There may be more suspects behind the one taken (or failed) here.
+                    result.suspects = {r.partition_pk for r in found[1:]} | spent
             if not rows:
-                rows = []
-                for start in range(0, len(reqs), 50):  # bounded statement size
-                    rows = [*rows, *read(conn, False, reqs[start : start + 50])]
+                rows = read(conn, False, reqs)
             if not rows:
                 return result
             dead = [r for r in rows if r.unanswered >= max_unanswered]
@@ -392,17 +416,23 @@ class ProcessingQueries(StoreBase):
                 if (due - now).total_seconds() <= hold_for:
                     return CheckpointDecision("held", gate, due)
                 return decide("waiting", gate, {"ready_at": due, **_RELEASE})
+            later = [a for a in available if a[0] > gate]
             failed = conn.execute(
-                select(i.c.id, i.c.error)
-                .where(i.c.partition_pk == partition_pk, i.c.status == "failed", i.c.gate == gate)
-                .order_by(i.c.pk)
+                select(i.c.id, i.c.error, i.c.gate)
+                .where(i.c.partition_pk == partition_pk, i.c.status == "failed")
+                .order_by(i.c.gate, i.c.pk)
                 .limit(1)
             ).first()
-            if failed is not None and failed_policy_blocks(failure_policy):
-                message = bounded(f"item {failed.id!r} failed at gate {gate}: {failed.error}")
+            # A failed item blocks its gate, and a gate moved past it by hand (or a
+            # feed switched from skip) still may not let the partition complete.
+            if (
+                failed is not None
+                and failed_policy_blocks(failure_policy)
+                and (failed.gate <= gate or not later)
+            ):
+                message = bounded(f"item {failed.id!r} failed at gate {failed.gate}: {failed.error}")
                 values = {"status": "failed", "error": message, "ready_at": None, **_RELEASE}
                 return decide("failed", gate, values, message)
-            later = [a for a in available if a[0] > gate]
             if later:
                 next_gate, _, due = later[0]
                 if manual_checkpoint:

@@ -93,11 +93,18 @@ class ClaimRequest:
 
 @dataclass
 class ClaimBatch:
-    """What one claim statement got: items per partition, partitions no longer held."""
+    """What one claim got: items per partition, partitions no longer held, and what it learnt.
+
+    ``moved``: partitions whose gate is no longer the one asked for (a hand move or
+    a checkpoint), with their gate now; nothing was claimed from them.
+    ``suspects``: partitions where a suspect waits to run alone.
+    """
 
     claimed: dict[int, list[Claimed]] = field(default_factory=dict)
     lost: set[int] = field(default_factory=set)
     failed: int = 0
+    moved: dict[int, int] = field(default_factory=dict)
+    suspects: set[int] = field(default_factory=set)
 
 
 @dataclass(frozen=True)
