@@ -30,6 +30,7 @@ RUN python3 -m venv /opt/build \
 
 # ---- runtime: the wheel and its pinned dependencies in a venv; no build tools
 FROM ${BASE_IMAGE}
+ARG BASE_IMAGE
 ARG PIP_NO_INDEX
 ARG PIP_FIND_LINKS
 ARG PIP_INDEX_URL
@@ -40,8 +41,7 @@ LABEL org.opencontainers.image.title="feedwatch" \
       org.opencontainers.image.version="${VERSION}" \
       org.opencontainers.image.revision="${REVISION}" \
       org.opencontainers.image.licenses="Apache-2.0" \
-      org.opencontainers.image.source="https://github.com/feedwatch/feedwatch" \
-      org.opencontainers.image.documentation="https://github.com/feedwatch/feedwatch/blob/main/docs/image.md"
+      org.opencontainers.image.base.name="${BASE_IMAGE}"
 ENV PIP_NO_CACHE_DIR=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1 \
     PYTHONDONTWRITEBYTECODE=1 \

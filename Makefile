@@ -48,9 +48,9 @@ constraints: ## re-pin requirements/constraints.txt (the image's dependencies) f
 	hack/image constraints
 
 .PHONY: image
-image: ## build the image with podman (Debian base, offline from a wheelhouse): localhost/feedwatch:dev
+image: ## build the image with podman (Debian base, offline from a wheelhouse): localhost/feedwatch:<version>
 	hack/image build
 
 .PHONY: chart-crd
 chart-crd: ## copy crds/feedwatcher.yaml into the chart (Helm reads no file outside it)
-	cp crds/feedwatcher.yaml charts/feedwatch/files/crd-feedwatcher.yaml
+	cp crds/feedwatcher.yaml charts/feedwatch/files/crds/feedwatcher.yaml
