@@ -7,7 +7,7 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import bindparam, delete, func, insert, select, update
+from sqlalchemy import bindparam, delete, func, insert, select, tuple_, update
 from sqlalchemy.engine import Connection
 from sqlalchemy.exc import IntegrityError
 
@@ -379,8 +379,10 @@ class ProducingQueries(StoreBase):
             if partition is not None:
                 query = query.where(p.c.id == partition)
             else:
-                failed_parts = select(i.c.partition_pk).where(i.c.status == "failed").distinct()
-                query = query.where((p.c.status == "failed") | p.c.pk.in_(failed_parts))
+                # Per partition of this feed, one probe of the items' (partition_pk, status)
+                # index: never a scan of every feed's items.
+                has_failed = select(i.c.pk).where(i.c.partition_pk == p.c.pk, i.c.status == "failed").exists()
+                query = query.where((p.c.status == "failed") | has_failed)
             parts = conn.execute(query.with_for_update()).all()
             if partition is not None and not parts:
                 raise PartitionNotFoundError(f"partition {partition!r} does not exist in feed {feed!r}")
@@ -583,27 +585,45 @@ class ProducingQueries(StoreBase):
         return self.transaction(work)
 
     def purge(self, feed: str, before: datetime, *, partitions: bool, history: bool) -> tuple[int, int]:
-        """Delete complete partitions and history rows older than ``before``."""
+        """Delete complete partitions and history rows older than ``before``.
+
+        Acknowledged work is never lost: an enqueue may reopen a complete
+        partition at any moment, and purge must not delete one it reopened.
+        The candidates are locked (``SELECT ... FOR UPDATE``, in pk order): an
+        enqueue that locked a partition first makes purge wait and then see it
+        open again (the lock re-reads the row), one that comes later waits for
+        purge and then creates the partition anew. Each partition row is then
+        deleted only if it is still complete at the version read, and its items
+        and history go only with it. SQLite has one writer at a time (``BEGIN
+        IMMEDIATE``), which gives the same.
+        """
         p, i, h = self.tables.partitions, self.tables.items, self.tables.history
+        expanding: Any = bindparam("pks", expanding=True)
 
         def work(conn: Connection) -> tuple[int, int]:
             removed = 0
             if partitions:
-                pks = [
-                    r[0]
-                    for r in conn.execute(
-                        select(p.c.pk).where(
-                            p.c.feed == feed, p.c.status == "complete", p.c.updated_at < before
+                candidates = conn.execute(
+                    select(p.c.pk, p.c.version)
+                    .where(p.c.feed == feed, p.c.status == "complete", p.c.updated_at < before)
+                    .order_by(p.c.pk)
+                    .with_for_update()
+                ).all()
+                for start in range(0, len(candidates), _CHUNK):
+                    chunk = candidates[start : start + _CHUNK]
+                    pks = {"pks": [c.pk for c in chunk]}
+                    conn.execute(
+                        delete(p).where(
+                            tuple_(p.c.pk, p.c.version).in_([(c.pk, c.version) for c in chunk]),
+                            p.c.status == "complete",
                         )
                     )
-                ]
-                for start in range(0, len(pks), _CHUNK):
-                    chunk = {"pks": pks[start : start + _CHUNK]}
-                    expanding: Any = bindparam("pks", expanding=True)
-                    conn.execute(delete(i).where(i.c.partition_pk.in_(expanding)), chunk)
-                    conn.execute(delete(h).where(h.c.partition_pk.in_(expanding)), chunk)
-                    conn.execute(delete(p).where(p.c.pk.in_(expanding)), chunk)
-                removed = len(pks)
+                    kept = {r[0] for r in conn.execute(select(p.c.pk).where(p.c.pk.in_(expanding)), pks)}
+                    gone = {"pks": [c.pk for c in chunk if c.pk not in kept]}
+                    if gone["pks"]:
+                        conn.execute(delete(i).where(i.c.partition_pk.in_(expanding)), gone)
+                        conn.execute(delete(h).where(h.c.partition_pk.in_(expanding)), gone)
+                    removed += len(gone["pks"])
             rows = 0
             if history:
                 rows = conn.execute(delete(h).where(h.c.feed == feed, h.c.at < before)).rowcount
