@@ -1,0 +1,199 @@
+"""Scenario 6: what the autoscaler costs: the backlog query, and the operator's connections.
+
+- The backlog query (``Store.feed_backlog``) with a small and a large number of
+  waiting items (1k and 1M at full size): its cost must not grow with the
+  backlog (same order of magnitude), since every count stops at a limit.
+- 50 autoscaled FeedWatchers on one database, read by one operator-side
+  :class:`~feedwatch.operator.scaler.Autoscaler`: the connections it holds
+  (goal <= 5) and its CPU per polling round.
+
+Items are inserted by one ``INSERT ... SELECT`` from a row generator per
+database (``generate_series``, MariaDB's ``seq_1_to_N``, a recursive CTE on
+SQLite), so a million rows take seconds, not minutes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import statistics
+import time
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING
+
+import psutil
+from sqlalchemy import make_url, text
+
+from bench.figures import Target, fmt
+from bench.harness import Database, bulk_partitions
+from feedwatch.operator.backlog import BacklogReader
+from feedwatch.operator.scaler import COUNT_FLOOR, Autoscaler
+from feedwatch.operator.specs import FeedWatcherSpec
+
+if TYPE_CHECKING:
+    from bench.cli import Context
+
+#: Waiting items per size: (small, large); items per partition stays 1,000.
+SIZES = {"tiny": (1000, 10_000), "quick": (1000, 100_000), "full": (1000, 1_000_000)}
+PER_PARTITION = 1000
+WATCHERS = 50
+READS = 20
+
+
+@dataclass(frozen=True)
+class QueryCost:
+    items: int
+    ms: list[float]
+    setup_s: float
+
+
+def fill(db: Database, feed: str, items: int) -> float:
+    """``items`` due items in ``items / 1000`` due partitions; returns the seconds it took."""
+    started = time.monotonic()
+    partitions = max(items // PER_PARTITION, 1)
+    now = db.now()
+    bulk_partitions(db, feed, partitions, ready_at=now)
+    t = db.store.tables
+    columns = (
+        "partition_pk, id, status, gate, version, data, content_type, input_hash, attempts, failures, "
+        "polls, unanswered, next_attempt_at, created_at, updated_at"
+    )
+    values = "p.pk, {id}, 'available', 0, 0, NULL, 'application/json', 'x', 0, 0, 0, 0, :now, :now, :now"
+    select = f"SELECT {values}".format(id="'i' || g.n") + f" FROM {t.partitions.name} p CROSS JOIN "
+    insert = f"INSERT INTO {t.items.name} ({columns}) "
+    if db.name == "postgresql":
+        sql = insert + select + f"generate_series(1, {PER_PARTITION}) AS g(n) WHERE p.feed = :feed"
+    elif db.name == "mariadb":
+        select = (
+            f"SELECT {values}".format(id="CONCAT('i', g.seq)") + f" FROM {t.partitions.name} p CROSS JOIN "
+        )
+        sql = insert + select + f"seq_1_to_{PER_PARTITION} g WHERE p.feed = :feed"
+    else:  # SQLite: the CTE comes before the INSERT
+        cte = f"WITH RECURSIVE g(n) AS (SELECT 1 UNION ALL SELECT n + 1 FROM g WHERE n < {PER_PARTITION}) "
+        sql = cte + insert + select + "g WHERE p.feed = :feed"
+    with db.store.engine.begin() as conn:
+        conn.execute(text(sql), {"now": db.store.ts(now), "feed": feed})
+        if db.name == "postgresql":
+            conn.execute(text(f"ANALYZE {t.items.name}"))
+            conn.execute(text(f"ANALYZE {t.partitions.name}"))
+    return time.monotonic() - started
+
+
+def query_cost(db: Database, items: int, *, limit: int) -> QueryCost:
+    feed = db.new_feed(f"backlog{items}", history=False).name
+    setup = fill(db, feed, items)
+    first = db.store.feed_backlog(feed, limit=limit)
+    assert first.items == min(items, limit), f"expected {min(items, limit)} items, read {first.items}"
+    timings = []
+    for _ in range(READS):
+        started = time.perf_counter()
+        db.store.feed_backlog(feed, limit=limit)
+        timings.append((time.perf_counter() - started) * 1000)
+    db.cleanup()
+    return QueryCost(items, timings, setup)
+
+
+def _spec(name: str, feed: str) -> FeedWatcherSpec:
+    return FeedWatcherSpec.from_object(
+        {
+            "metadata": {"name": name, "namespace": "bench"},
+            "spec": {
+                "feed": feed,
+                "database": {"urlSecretRef": {"name": "db"}},
+                "handler": {"url": "http://handler.bench.svc/"},
+                "autoscaling": {"maxReplicaCount": 10, "targetBacklogPerReplica": 10},
+            },
+        }
+    )
+
+
+def _tcp_to(port: int) -> int:
+    return sum(
+        1
+        for c in psutil.Process().net_connections(kind="tcp")
+        if c.raddr and c.raddr.port == port and c.status == psutil.CONN_ESTABLISHED
+    )
+
+
+@dataclass(frozen=True)
+class OperatorCost:
+    connections: int
+    pooled: int
+    cpu_ms_per_round: list[float]
+    wall_ms_per_round: list[float]
+
+
+def operator_cost(db: Database, rounds: int) -> OperatorCost:
+    """One Autoscaler evaluating 50 FeedWatchers on one database, ``rounds`` polling rounds."""
+    feeds = []
+    for n in range(WATCHERS):
+        feed = db.new_feed(f"op{n}", history=False)
+        feed.enqueue("p", {"1": 1})
+        feeds.append(feed.name)
+    specs = [_spec(f"fw{n}", name) for n, name in enumerate(feeds)]
+    port = make_url(db.url).port or 0
+    before = _tcp_to(port)
+    reader = BacklogReader()
+    scaler = Autoscaler(backlogs=reader)
+    cpu: list[float] = []
+    wall: list[float] = []
+    held = 0
+
+    async def one_round() -> None:
+        now = datetime.now(UTC)
+        await asyncio.gather(
+            *(
+                scaler.evaluate(spec=s, status={}, current_replicas=1, database_url=db.url, now=now)
+                for s in specs
+            )
+        )
+
+    async def run() -> None:
+        nonlocal held
+        for _ in range(rounds):
+            c0, w0 = time.process_time(), time.perf_counter()
+            await one_round()
+            cpu.append((time.process_time() - c0) * 1000)
+            wall.append((time.perf_counter() - w0) * 1000)
+            held = max(held, _tcp_to(port) - before)
+
+    try:
+        asyncio.run(run())
+        pooled = reader.connections()
+    finally:
+        reader.close()
+        db.cleanup()
+    return OperatorCost(held, pooled, cpu, wall)
+
+
+def scenario_6(ctx: Context, db: Database) -> None:
+    small, large = SIZES[ctx.size.name]
+    limit = max(10 * 10 + 1, COUNT_FLOOR)  # what the autoscaler asks for with max 10, target 10
+    costs = []
+    for items in (small, large):
+        cost = query_cost(db, items, limit=limit)
+        costs.append(cost)
+        fig = ctx.figure("6", db, f"{items:,} waiting items", "backlog query", "ms")
+        fig.values = [statistics.median(cost.ms)]
+        print(
+            f"  backlog query with {items:,} waiting items: median {fmt(statistics.median(cost.ms))} ms, "
+            f"max {fmt(max(cost.ms))} ms (setup {cost.setup_s:.1f} s)",
+            flush=True,
+        )
+    ratio = ctx.figure("6", db, f"{large:,} vs {small:,} waiting items", "backlog query ratio", "x",
+                       Target("<=", 10, "<= 10 (same order)"))  # fmt: skip
+    ratio.values = [statistics.median(costs[1].ms) / statistics.median(costs[0].ms)]
+    if db.name == "sqlite":
+        return  # the operator refuses SQLite: no connection figures there
+    cost = operator_cost(db, max(ctx.repeat, 3))
+    conns = ctx.figure("6", db, f"{WATCHERS} autoscaled FeedWatchers", "operator connections", "connections",
+                       Target("<=", 5))  # fmt: skip
+    conns.values = [float(cost.connections)]
+    cpu = ctx.figure("6", db, f"{WATCHERS} autoscaled FeedWatchers", "operator CPU per polling round", "ms")
+    cpu.values = cost.cpu_ms_per_round
+    print(
+        f"  {WATCHERS} FeedWatchers: {cost.connections} connections held ({cost.pooled} pooled), "
+        f"CPU {fmt(statistics.median(cost.cpu_ms_per_round))} ms and wall "
+        f"{fmt(statistics.median(cost.wall_ms_per_round))} ms per polling round",
+        flush=True,
+    )
