@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import types
 import typing
 from collections.abc import Iterator, Mapping
 from dataclasses import MISSING, fields
@@ -379,11 +380,10 @@ def _root_schema() -> dict[str, Any]:
 
 
 def _schema_at(schema: Mapping[str, Any], path: tuple[str, ...]) -> Mapping[str, Any] | None:
+    found: Mapping[str, Any] | None = schema
     for key in path:
-        schema = schema.get("properties", {}).get(key)  # type: ignore[assignment]
-        if schema is None:
-            return None
-    return schema
+        found = found.get("properties", {}).get(key) if found is not None else None
+    return found
 
 
 @dataclasses.dataclass
@@ -406,7 +406,7 @@ def _code_fields(cls: type[Any], prefix: tuple[str, ...]) -> Iterator[CodeField]
 
 
 def _unoptional(hint: Any) -> Any:
-    if typing.get_origin(hint) in (typing.Union, __import__("types").UnionType):
+    if typing.get_origin(hint) in (typing.Union, types.UnionType):
         (hint,) = [a for a in typing.get_args(hint) if a is not type(None)]
     return hint
 

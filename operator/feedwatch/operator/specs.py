@@ -306,13 +306,12 @@ def _check_container(container: Mapping[str, Any]) -> None:
 
 def _feed_settings(given: Mapping[str, Any]) -> dict[str, Any]:
     """camelCase keys -> FeedSettings' snake_case names, values checked against its types."""
-    types_ = {f.name: f.type for f in fields(FeedSettings)}
-    hints = typing.get_type_hints(FeedSettings)
+    hints = {f.name: typing.get_type_hints(FeedSettings)[f.name] for f in fields(FeedSettings)}
     out: dict[str, Any] = {}
     for key, value in given.items():
         name = snake(key)
-        if name not in types_ or camel(name) != key:
-            known = ", ".join(camel(n) for n in types_)
+        if name not in hints or camel(name) != key:
+            known = ", ".join(camel(n) for n in hints)
             raise InvalidSpecError(f"spec.feedSettings.{key} is not a feed setting; use one of: {known}")
         out[name] = _convert(hints[name], value, f"spec.feedSettings.{key}")
     # Only the given fields are applied (the others keep the feed's values): check each
