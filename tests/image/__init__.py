@@ -1,0 +1,1 @@
+"""The container image, built with podman and run for real."""
