@@ -1,0 +1,156 @@
+"""The FeedWatcher's database: its URL from the Secret, migrations, the feed row.
+
+``resolve_url`` checks a URL read from a Secret without ever echoing it
+(messages name the Secret and key); ``identity`` is what makes two
+FeedWatchers the same feed (host, port and database name; credentials
+ignored). ``Databases.prepare`` runs the blocking work in its own small
+thread pool, so one slow or unreachable database never stalls the operator's
+event loop or its API calls.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Mapping
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import make_url
+from sqlalchemy.engine import Engine
+from sqlalchemy.exc import ArgumentError, DBAPIError
+
+from feedwatch.errors import ConfigurationError, DatabaseUnavailableError, SchemaMismatchError
+from feedwatch.operator import problems
+from feedwatch.operator.problems import ProblemError
+from feedwatch.producer import Feed
+from feedwatch.store import Store, connect
+from feedwatch.store.dialects import SUPPORTED
+from feedwatch.store.migrating import check_schema, migrate
+
+#: Backends the watcher pods can share; SQLite is a file on one machine.
+SHARED_BACKENDS = ("mysql", "mariadb", "postgresql")
+MIGRATE_LOCK_TIMEOUT = 60.0  # s: another process migrating the same database
+
+
+@dataclass(frozen=True)
+class Identity:
+    """Where a feed lives: two FeedWatchers with the same identity are the same feed."""
+
+    backend: str
+    host: str
+    port: int | None
+    database: str
+    prefix: str
+    feed: str
+
+    def describe(self) -> str:
+        where = f"{self.host}:{self.port}" if self.port else self.host
+        return f"feed {self.feed!r} (table prefix {self.prefix!r}) on {self.backend} {where}/{self.database}"
+
+
+def resolve_url(raw: bytes, *, secret: str, key: str) -> str:
+    """The database URL in ``raw``; raises a ProblemError that names the Secret, never the value."""
+    where = f"Secret {secret!r}, key {key!r}"
+    try:
+        text = raw.decode("utf-8").strip()
+        parsed = make_url(text)
+    except (UnicodeDecodeError, ArgumentError, ValueError):
+        raise ProblemError(
+            problems.INVALID_DATABASE_URL,
+            f"{where} does not hold a database URL; expected e.g. {SUPPORTED['postgresql']}",
+        ) from None
+    backend, _, driver = parsed.drivername.partition("+")
+    if backend == "sqlite":
+        raise ProblemError(
+            problems.UNSUPPORTED_DATABASE,
+            f"{where} holds a SQLite URL: watcher pods cannot share a SQLite file; "
+            f"use MariaDB/MySQL ({SUPPORTED['mysql']}) or PostgreSQL ({SUPPORTED['postgresql']})",
+        )
+    wanted = {"mysql": "pymysql", "mariadb": "pymysql", "postgresql": "psycopg"}.get(backend)
+    if wanted is None or driver != wanted:
+        raise ProblemError(
+            problems.INVALID_DATABASE_URL,
+            f"{where} holds a {parsed.drivername!r} URL; feedwatch supports "
+            f"{SUPPORTED['mysql']} and {SUPPORTED['postgresql']}",
+        )
+    if not parsed.host or not parsed.database:
+        raise ProblemError(
+            problems.INVALID_DATABASE_URL,
+            f"{where} holds a URL without a host or database name; expected e.g. {SUPPORTED['mysql']}",
+        )
+    return text
+
+
+def identity(url: str, *, prefix: str, feed: str) -> Identity:
+    parsed = make_url(url)
+    return Identity(
+        backend=parsed.drivername.partition("+")[0].replace("mariadb", "mysql"),
+        host=str(parsed.host or "").lower(),
+        port=parsed.port,
+        database=str(parsed.database or ""),
+        prefix=prefix,
+        feed=feed,
+    )
+
+
+class Databases:
+    """Blocking database work of the operator, in a thread pool of its own."""
+
+    def __init__(self, *, workers: int = 4) -> None:
+        self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="feedwatch-db")
+        #: (host/port/database, prefix) already migrated by this process.
+        self._migrated: set[tuple[Any, ...]] = set()
+
+    def close(self) -> None:
+        self._pool.shutdown(wait=False, cancel_futures=True)
+
+    async def prepare(
+        self,
+        url: str,
+        *,
+        target: Identity,
+        migrate_schema: bool,
+        feed_settings: Mapping[str, Any],
+    ) -> None:
+        """Migrate (or check) the schema, create the feed row, apply ``feed_settings``.
+
+        Raises ProblemError: DatabaseUnreachable, SchemaMismatch, or InvalidSpec
+        for feed settings the feed refuses.
+        """
+        await asyncio.get_running_loop().run_in_executor(
+            self._pool, self._prepare, url, target, migrate_schema, dict(feed_settings)
+        )
+
+    def _prepare(
+        self, url: str, target: Identity, migrate_schema: bool, feed_settings: dict[str, Any]
+    ) -> None:
+        schema_key = (target.backend, target.host, target.port, target.database, target.prefix)
+        engine: Engine | None = None
+        try:
+            engine = connect(url, pool_size=1)
+            if migrate_schema and schema_key not in self._migrated:
+                migrate(engine, prefix=target.prefix, timeout=MIGRATE_LOCK_TIMEOUT)
+                self._migrated.add(schema_key)
+            elif not migrate_schema:
+                check_schema(engine, prefix=target.prefix)
+            store = Store.from_engine(engine, prefix=target.prefix)
+            feed = Feed.create(store, target.feed)
+            if feed_settings:
+                current = feed.settings
+                if any(getattr(current, name) != value for name, value in feed_settings.items()):
+                    feed.update(**feed_settings)
+        except SchemaMismatchError as error:
+            self._migrated.discard(schema_key)
+            raise ProblemError(problems.SCHEMA_MISMATCH, f"{target.describe()}: {error}") from None
+        except ConfigurationError as error:
+            raise ProblemError(problems.INVALID_SPEC, f"spec.feedSettings: {error}") from None
+        except (DatabaseUnavailableError, DBAPIError, OSError) as error:
+            self._migrated.discard(schema_key)
+            first = str(getattr(error, "orig", None) or error).splitlines()[0]
+            raise ProblemError(
+                problems.DATABASE_UNREACHABLE, f"cannot reach the database of {target.describe()}: {first}"
+            ) from None
+        finally:
+            if engine is not None:
+                engine.dispose()
