@@ -13,11 +13,13 @@ import logging
 
 from aiohttp import web
 
+from feedwatch.operator.backlog import BacklogReader
 from feedwatch.operator.database import Databases
 from feedwatch.operator.kube import Kube, load_client
 from feedwatch.operator.loop import BackgroundLoop
 from feedwatch.operator.metrics import OperatorMetrics
 from feedwatch.operator.reconciling import Reconciler
+from feedwatch.operator.scaler import Autoscaler, AutoscalingPass
 from feedwatch.settings import OperatorSettings
 
 log = logging.getLogger("feedwatch.operator")
@@ -33,6 +35,10 @@ class Operator:
             kube=self.kube, databases=self.databases, settings=settings, metrics=self.metrics
         )
         self.loop = BackgroundLoop(self.reconciler, secret_check_interval=settings.secret_check_interval)
+        # Autoscaling (H5): one backlog reader (a small pool per database) and a hook per loop pass.
+        self.autoscaler = Autoscaler(backlogs=BacklogReader(), registry=self.metrics.registry)
+        self.autoscaling = AutoscalingPass(self.reconciler, self.autoscaler)
+        self.loop.hooks.append(self.autoscaling)
         self._runner: web.AppRunner | None = None
         self._stopped = False
 
@@ -59,6 +65,8 @@ class Operator:
             return
         self._stopped = True
         await self.loop.stop()
+        await self.autoscaling.stop()
+        self.autoscaler.backlogs.close()
         if self._runner is not None:
             await self._runner.cleanup()
         self.databases.close()

@@ -18,11 +18,14 @@ the ``ScalingActive`` condition and Events. It writes as little as it can:
 
 from __future__ import annotations
 
+import asyncio
+import functools
+import logging
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge
 
@@ -30,6 +33,11 @@ from feedwatch.operator.autoscaling import Decision, Memory, Policy, Reading, de
 from feedwatch.operator.backlog import BacklogReader, BacklogReadError
 from feedwatch.operator.specs import AutoscalingSpec, FeedWatcherSpec
 from feedwatch.store.records import Backlog
+
+if TYPE_CHECKING:
+    from feedwatch.operator.reconciling import Reconciler
+
+log = logging.getLogger("feedwatch.operator.autoscaler")
 
 #: Counts stop here at least (status shows real figures for small feeds); above it
 #: they stop at maxReplicaCount * targetBacklogPerReplica + 1, past which nothing changes.
@@ -308,3 +316,81 @@ def _parse_time(value: Any) -> datetime | None:
     except ValueError:
         return None
     return parsed if parsed.tzinfo is not None else parsed.replace(tzinfo=UTC)
+
+
+class AutoscalingPass:
+    """The background loop's hook: evaluates each due, autoscaled FeedWatcher of the registry.
+
+    Evaluations run as tasks of their own (one per FeedWatcher at a time), so a
+    slow database delays only its own FeedWatchers, never the loop's other
+    work. Each result is handed to the reconciler, which applies the replicas
+    and writes the status in its one status patch: ``entry.autoscaled_replicas``,
+    ``entry.scaling`` (ScalingActive) and ``entry.extra_status``.
+    """
+
+    def __init__(self, reconciler: Reconciler, autoscaler: Autoscaler) -> None:
+        self.reconciler = reconciler
+        self.autoscaler = autoscaler
+        self._running: dict[tuple[str, str], asyncio.Task[None]] = {}
+        reconciler.on_forget.append(lambda key: self.autoscaler.forget(*key))
+
+    async def __call__(self, now: float) -> None:
+        for key, entry in list(self.reconciler.entries.items()):
+            spec = entry.spec
+            if spec is None or entry.deleted or spec.paused or not spec.autoscaling_enabled:
+                continue
+            if key in self._running or self.autoscaler.next_due(*key) > now:
+                continue
+            url = self._database_url(spec)
+            if url is None:
+                continue  # the reconciler reports the missing Secret or key
+            task = asyncio.create_task(self._evaluate(key, url), name=f"autoscale {key[0]}/{key[1]}")
+            self._running[key] = task
+            task.add_done_callback(functools.partial(self._done, key))
+
+    def _done(self, key: tuple[str, str], _task: asyncio.Task[None]) -> None:
+        self._running.pop(key, None)
+
+    def _database_url(self, spec: FeedWatcherSpec) -> str | None:
+        ref = spec.database.url_secret_ref
+        snapshot = self.reconciler.secrets.get((spec.namespace, ref.name))
+        raw = None if snapshot is None else snapshot.value(ref.key)
+        if raw is None:
+            return None
+        try:
+            return raw.decode("utf-8").strip()
+        except UnicodeDecodeError:
+            return None
+
+    async def _evaluate(self, key: tuple[str, str], url: str) -> None:
+        entry = self.reconciler.entries.get(key)
+        if entry is None or entry.spec is None:
+            return
+        try:
+            live = self.reconciler.deployments.get(key)
+            current = None if live is None else int((live.get("spec") or {}).get("replicas", 0))
+            result = await self.autoscaler.evaluate(
+                spec=entry.spec,
+                status=entry.body.get("status") or {},
+                current_replicas=current,
+                database_url=url,
+                now=datetime.now(UTC),
+            )
+            entry.autoscaled_replicas = result.replicas
+            entry.scaling = result.condition
+            entry.extra_status.update(result.status_patch)
+            for type_, reason, message in result.events:
+                log.info("%s/%s: %s: %s", *key, reason, message, extra={"action": "autoscaler_event"})
+                await self.reconciler.kube.post_event(entry.body, type_=type_, reason=reason, message=message)
+            await self.reconciler.reconcile_quietly(key)
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            log.exception("%s/%s: autoscaling failed; retrying", *key, extra={"action": "autoscaler_failed"})
+
+    async def stop(self) -> None:
+        """Cancel the evaluations in flight (safe to call twice)."""
+        tasks = list(self._running.values())
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
