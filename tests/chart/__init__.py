@@ -1,0 +1,1 @@
+"""The Helm chart against real helm and a real kube-apiserver."""
