@@ -220,6 +220,20 @@ def build_parser() -> Parser:
     p.add_argument("--older-than", required=True, help="e.g. 30d, 12h, 90m")
     p.add_argument("--history-only", action="store_true", help="keep partitions, purge history rows")
 
+    p = sub.add_parser("operator", help="run the Kubernetes operator (FeedWatchers -> watcher Deployments)")
+    p.add_argument(
+        "--namespace",
+        "-n",
+        dest="namespaces",
+        action="append",
+        metavar="NS",
+        help="serve FeedWatchers in NS (repeatable; patterns like 'team-*'); default: all",
+    )
+    p.add_argument("--watcher-image", help="image of the watcher pods when a FeedWatcher gives none")
+    p.add_argument("--health-port", type=int, help="port of /healthz and /metrics, 0 = off (default 8080)")
+    p.add_argument("--log-format", choices=["text", "json"])
+    p.add_argument("--log-level")
+
     p = sub.add_parser("demo", help="screen job applications: the whole system in one command")
     p.add_argument("--db", help="database URL (default: a temporary SQLite file)")
     p.add_argument("--watchers", type=int, default=1, help="watcher processes (1 = in-process)")
@@ -565,6 +579,12 @@ def cmd_purge(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_operator(args: argparse.Namespace) -> int:
+    from feedwatch.operator.running import main as run_operator  # noqa: PLC0415 - kopf only here
+
+    return run_operator(args)
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     from feedwatch.demo import run_demo  # noqa: PLC0415
 
@@ -601,6 +621,7 @@ COMMANDS = {
     "migrate": cmd_migrate,
     "purge": cmd_purge,
     "demo": cmd_demo,
+    "operator": cmd_operator,
 }
 
 if __name__ == "__main__":
