@@ -7,7 +7,9 @@ one index seek per due partition (at most ``limit`` of them, oldest due
 first). It uses the existing indexes only: ``ix_partitions_ready`` (feed,
 status, ready_at) for the due partitions, ``ix_items_due`` (partition_pk,
 status, gate, pk) for their items, ``ix_partitions_owner`` (feed, owner) for
-the leases.
+the leases. MariaDB is told to use ``ix_items_due`` (``FORCE INDEX``): left to
+itself it picks the unique (partition_pk, id) index and sorts every item of
+each due partition, 20 s instead of 0.2 s with a million waiting items.
 
 Idle partitions (``ready_at`` NULL: nothing to do until a producer writes)
 and partitions waiting for a retry (``ready_at`` in the future) are not
@@ -17,8 +19,9 @@ backlog. A paused feed has no backlog at all.
 from __future__ import annotations
 
 from datetime import datetime
+from typing import Any
 
-from sqlalchemy import and_, func, select, text
+from sqlalchemy import Select, and_, func, select, text
 from sqlalchemy.engine import Connection
 
 from feedwatch.store import dialects
@@ -46,7 +49,7 @@ class BacklogQueries(StoreBase):
                 .limit(limit)
                 .subquery("due")
             )
-            waiting = (
+            waiting_rows = (
                 select(i.c.pk)
                 .select_from(
                     p.join(
@@ -61,9 +64,9 @@ class BacklogQueries(StoreBase):
                     i.c.next_attempt_at <= at,
                 )
                 .limit(limit)
-                .subquery("waiting")
             )
-            first_due = (
+            waiting = self._by_due_index(waiting_rows).subquery("waiting")
+            first_due_row = (
                 select(i.c.created_at)
                 .where(
                     i.c.partition_pk == due.c.pk,
@@ -74,8 +77,8 @@ class BacklogQueries(StoreBase):
                 .order_by(i.c.pk)
                 .limit(1)
                 .correlate(due)
-                .scalar_subquery()
             )
+            first_due = self._by_due_index(first_due_row).scalar_subquery()
             leased = (
                 select(p.c.pk)
                 .where(
@@ -106,6 +109,15 @@ class BacklogQueries(StoreBase):
             return Backlog(int(row.partitions), int(row.items), age, int(row.leased), limit, False, at)
 
         return self.transaction(work, readonly=True)
+
+    def _by_due_index(self, query: Select[Any]) -> Select[Any]:
+        """MariaDB picks the unique (partition_pk, id) index and sorts a partition's items
+        (a million rows for 1,000 partitions of 1,000); ``ix_items_due`` reads them in order."""
+        index = f"{self.prefix}ix_items_due"
+        items = self.tables.items
+        for dialect in ("mysql", "mariadb"):
+            query = query.with_hint(items, f"FORCE INDEX ({index})", dialect)
+        return query
 
     def _clock(self, conn: Connection) -> datetime:
         if self.dialect == "sqlite":
