@@ -18,7 +18,7 @@ import re
 import sys
 from collections.abc import Sequence
 from dataclasses import asdict, fields
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any, NoReturn
 
 from feedwatch.errors import (
@@ -27,6 +27,7 @@ from feedwatch.errors import (
     FeedNotFoundError,
     FeedwatchError,
     PartitionNotFoundError,
+    PayloadError,
     SchemaMismatchError,
 )
 from feedwatch.settings import (
@@ -38,7 +39,15 @@ from feedwatch.settings import (
     from_environment,
 )
 
-USAGE_ERRORS = (ConfigurationError, FeedNotFoundError, PartitionNotFoundError)
+USAGE_ERRORS = (ConfigurationError, FeedNotFoundError, PartitionNotFoundError, PayloadError)
+#: The gate column is a signed 32-bit integer (``feedwatch.producer.MAX_GATE``).
+MAX_GATE = 2**31 - 1
+#: The largest ``--limit`` of one page of items.
+MAX_PAGE = 100_000
+#: Primary keys are signed 64-bit integers.
+MAX_PK = 2**63 - 1
+#: The longest ``--older-than`` (100 years): any longer is no date at all.
+MAX_DURATION = timedelta(days=36500)
 
 
 class UsageError(Exception):
@@ -51,6 +60,24 @@ class Parser(argparse.ArgumentParser):
     def error(self, message: str) -> NoReturn:
         sys.stderr.write(f"feedwatch: error: {message} (see `{self.prog} --help`)\n")
         sys.exit(2)
+
+
+def _bounded_int(name: str, low: int, high: int) -> Any:
+    """An argparse type: an integer from ``low`` to ``high``, or a one-line usage error."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{name} must be an integer, not {text[:40]!r}") from None
+        if not low <= value <= high:
+            raise argparse.ArgumentTypeError(f"{name} must be from {low} to {high}, not {text[:40]}")
+        return value
+
+    return parse
+
+
+GATE = _bounded_int("a gate", 0, MAX_GATE)
 
 
 def _db(parser: argparse.ArgumentParser) -> None:
@@ -144,8 +171,11 @@ def build_parser() -> Parser:
     p = sub.add_parser("enqueue", help="add items to a partition (created if new)")
     _db(p)
     _feed(p)
-    p.add_argument("--gate", type=int, help="gate of the items (default: the partition's gate)")
-    p.add_argument("--not-before", help="ISO time (UTC) before which the items are not due")
+    p.add_argument("--gate", type=GATE, help="gate of the items (default: the partition's gate)")
+    p.add_argument(
+        "--not-before",
+        help="ISO time before which the items are not due (UTC unless it carries an offset)",
+    )
     p.add_argument("--content-type", help="content type of the items' data")
     p.add_argument("--file", "-f", help="items from a file: JSON lines or a JSON array ('-' = stdin)")
     p.add_argument("partition")
@@ -167,10 +197,12 @@ def build_parser() -> Parser:
     _db(p)
     _feed(p)
     p.add_argument("partition")
-    p.add_argument("--gate", type=int)
+    p.add_argument("--gate", type=GATE)
     p.add_argument("--status", choices=["available", "complete", "failed"])
-    p.add_argument("--after", type=int, help="pk of the last item of the previous page")
-    p.add_argument("--limit", type=int, default=100)
+    p.add_argument(
+        "--after", type=_bounded_int("--after", 0, MAX_PK), help="pk of the last item of the previous page"
+    )
+    p.add_argument("--limit", type=_bounded_int("--limit", 1, MAX_PAGE), default=100, help="items per page")
     _output(p)
 
     p = sub.add_parser("retry", help="re-drive failed items of a partition, or of the whole feed with --all")
@@ -183,7 +215,7 @@ def build_parser() -> Parser:
     _db(p)
     _feed(p)
     p.add_argument("partition")
-    p.add_argument("gate", type=int)
+    p.add_argument("gate", type=GATE)
 
     for name, text in (
         ("cancel", "fail a partition's open items and the partition"),
@@ -374,8 +406,7 @@ def _parse_items(args: argparse.Namespace) -> list[tuple[str, Any]]:
         except ValueError as e:
             raise UsageError(f"ITEM_JSON {text[:60]!r} is not JSON: {e}") from None
     if args.file:
-        content = sys.stdin.read() if args.file == "-" else open(args.file, encoding="utf-8").read()  # noqa: SIM115
-        stripped = content.strip()
+        stripped = _read_file(args.file).strip()
         try:
             if stripped.startswith("["):
                 raw.extend(json.loads(stripped))
@@ -386,9 +417,9 @@ def _parse_items(args: argparse.Namespace) -> list[tuple[str, Any]]:
     if not raw:
         raise UsageError("no items: give ITEM_JSON arguments or --file")
     items = []
-    for entry in raw:
+    for number, entry in enumerate(raw, 1):
         if isinstance(entry, dict) and "id" in entry:
-            items.append((str(entry["id"]), entry.get("data")))
+            items.append((_item_id(entry["id"], number), entry.get("data")))
         else:
             data = entry.get("data") if isinstance(entry, dict) and "data" in entry else entry
             digest = hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:16]
@@ -396,14 +427,48 @@ def _parse_items(args: argparse.Namespace) -> list[tuple[str, Any]]:
     return items
 
 
+def _read_file(path: str) -> str:
+    """The text of ``--file`` (``-``: standard input); a usage error if it cannot be read."""
+    try:
+        if path == "-":
+            return sys.stdin.read()
+        with open(path, encoding="utf-8") as handle:
+            return handle.read()
+    except OSError as e:
+        raise UsageError(f"--file {path}: cannot read it: {e.strerror or e}") from None
+    except UnicodeDecodeError as e:
+        raise UsageError(f"--file {path}: not UTF-8 text ({e.reason} at byte {e.start})") from None
+
+
+def _item_id(value: Any, number: int) -> str:
+    """An item's ``id`` from JSON: a string, or an integer written as one; never a Python repr."""
+    if isinstance(value, str):
+        return value
+    if type(value) is int:
+        return str(value)
+    shown = json.dumps(value)
+    raise UsageError(
+        f'item {number}: "id" must be a string or an integer, not {shown[:60]}; '
+        'leave "id" out to use a hash of the data'
+    )
+
+
+def _not_before(text: str) -> datetime:
+    """``--not-before``: an ISO time, UTC unless it carries an offset (kept, as UTC)."""
+    try:
+        when = datetime.fromisoformat(text)
+    except ValueError:
+        raise UsageError(
+            f"--not-before {text[:60]!r} is not an ISO time (e.g. 2030-01-31T12:00:00+01:00)"
+        ) from None
+    if when.tzinfo is not None:
+        when = when.astimezone(UTC).replace(tzinfo=None)
+    return when
+
+
 def cmd_enqueue(args: argparse.Namespace) -> int:
     feed = _feed_obj(args)
-    not_before = None
-    if args.not_before:
-        try:
-            not_before = datetime.fromisoformat(args.not_before).replace(tzinfo=None)
-        except ValueError:
-            raise UsageError(f"--not-before {args.not_before!r} is not an ISO time") from None
+    not_before = _not_before(args.not_before) if args.not_before else None
     result = feed.enqueue(
         args.partition,
         _parse_items(args),
@@ -566,11 +631,15 @@ def cmd_migrate(args: argparse.Namespace) -> int:
 
 
 def parse_duration(text: str) -> timedelta:
+    """``30d``, ``12h``, ``90m``, ``45s``: at most :data:`MAX_DURATION`."""
     match = re.fullmatch(r"(\d+(?:\.\d+)?)([smhd])", text.strip())
     if not match:
-        raise UsageError(f"duration {text!r} must look like 30d, 12h, 90m or 45s")
+        raise UsageError(f"duration {text[:60]!r} must look like 30d, 12h, 90m or 45s")
     value, unit = float(match.group(1)), match.group(2)
-    return timedelta(seconds=value * {"s": 1, "m": 60, "h": 3600, "d": 86400}[unit])
+    seconds = value * {"s": 1, "m": 60, "h": 3600, "d": 86400}[unit]
+    if seconds > MAX_DURATION.total_seconds():
+        raise UsageError(f"duration {text[:60]!r} is too long: at most {MAX_DURATION.days}d (100 years)")
+    return timedelta(seconds=seconds)
 
 
 def cmd_purge(args: argparse.Namespace) -> int:

@@ -5,9 +5,10 @@ from __future__ import annotations
 import hashlib
 import json
 import time
+import unicodedata
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import fields
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from feedwatch.errors import ConfigurationError, FeedwatchError, PayloadError
@@ -18,24 +19,92 @@ from feedwatch.store.records import HistoryRow, ItemRow, PartitionRow, Partition
 
 JSON = "application/json"
 OCTETS = "application/octet-stream"
+#: Longest feed, partition and item id (the id columns are 200 characters).
 MAX_ID = 200
+#: Longest content type (the column is 200 characters).
+MAX_CONTENT_TYPE = 200
+#: The largest gate the database stores (a signed 32-bit ``INTEGER`` column).
+MAX_GATE = 2**31 - 1
+#: The longest ``older_than`` of a purge (100 years): any longer cannot be a date.
+MAX_AGE = timedelta(days=36500)
 
 
 def _store(target: Store | str) -> Store:
     return Store.open(target) if isinstance(target, str) else target
 
 
+def _control_character(text: str) -> str | None:
+    """A description of the first control character in ``text``, or None."""
+    for position, char in enumerate(text):
+        if unicodedata.category(char) == "Cc":
+            return f"U+{ord(char):04X} at position {position}"
+    return None
+
+
 def _check_id(kind: str, value: Any) -> str:
+    """A feed, partition or item id; refused unless it can travel as an HTTP header value.
+
+    The HTTP processor sends the ids as ``X-Feed-Name``, ``X-Feed-Partition``
+    and ``X-Feed-Item``: a control character (a newline, NUL, ...) cannot be
+    sent there, so such an id would fail on every attempt.
+    """
     if not isinstance(value, str) or not value or len(value) > MAX_ID:
         raise PayloadError(
-            f"{kind} id must be a non-empty string of at most {MAX_ID} characters, not {value!r}"
+            f"{kind} id must be a non-empty string of at most {MAX_ID} characters, not {_shown(value)}"
+        )
+    bad = _control_character(value)
+    if bad:
+        raise PayloadError(
+            f"{kind} id {value!r} contains a control character ({bad}); ids are sent as HTTP "
+            "headers and may not contain control characters: remove or encode it; nothing was enqueued"
         )
     return value
+
+
+def _shown(value: Any) -> str:
+    """``value`` for an error message, cut short."""
+    text = repr(value)
+    return text if len(text) <= 80 else text[:77] + "..."
+
+
+def check_gate(gate: Any) -> int:
+    """A gate given by a user: an integer (not a bool) from 0 to :data:`MAX_GATE`."""
+    if type(gate) is not int or not 0 <= gate <= MAX_GATE:
+        raise PayloadError(f"gate must be an integer from 0 to {MAX_GATE}, not {_shown(gate)}")
+    return gate
+
+
+def check_content_type(content_type: Any) -> str | None:
+    """A content type given by a user (None: the default), sent as the ``Content-Type`` header."""
+    if content_type is None:
+        return None
+    if not isinstance(content_type, str) or not content_type or len(content_type) > MAX_CONTENT_TYPE:
+        raise PayloadError(
+            f"content type must be a non-empty string of at most {MAX_CONTENT_TYPE} characters, "
+            f"not {_shown(content_type)}"
+        )
+    bad = _control_character(content_type)
+    if bad:
+        raise PayloadError(
+            f"content type {content_type!r} contains a control character ({bad}); "
+            "it is sent as the Content-Type header"
+        )
+    return content_type
+
+
+def utc_naive(when: datetime) -> datetime:
+    """``when`` as naive UTC (the database's form); an aware time keeps its instant."""
+    if not isinstance(when, datetime):
+        raise PayloadError(f"not_before must be a datetime, not {_shown(when)}")
+    if when.tzinfo is None or when.utcoffset() is None:
+        return when
+    return when.astimezone(UTC).replace(tzinfo=None)
 
 
 def encode_item(item_id: str, data: Any, content_type: str | None, limit: int) -> NewItem:
     """Validate and encode one item; the error names the item."""
     _check_id("item", item_id)
+    check_content_type(content_type)
     if isinstance(data, bytes | bytearray | memoryview):
         raw: bytes | None = bytes(data)
         ctype = content_type or OCTETS
@@ -109,13 +178,19 @@ class Feed:
         """Add items (``{id: data}`` or ``[(id, data), ...]``) to a partition, creating it if new.
 
         ``gate`` defaults to the partition's current gate; a lower one is refused.
-        ``not_before`` (naive UTC) delays the items. Idempotent: the same id and
-        payload again is a no-op; a different payload raises ``ConflictError``.
-        Everything is validated before anything is written.
+        ``not_before`` (naive UTC, or aware in any zone) delays the items.
+        Idempotent: the same id and payload again is a no-op; a different
+        payload raises ``ConflictError``. Everything is validated before
+        anything is written: ids without control characters (they travel as
+        HTTP headers), a gate from 0 to :data:`MAX_GATE`, a content type of at
+        most :data:`MAX_CONTENT_TYPE` characters.
         """
         _check_id("partition", partition)
-        if gate is not None and (not isinstance(gate, int) or gate < 0):
-            raise PayloadError(f"gate must be a non-negative integer, not {gate!r}")
+        if gate is not None:
+            check_gate(gate)
+        check_content_type(content_type)
+        if not_before is not None:
+            not_before = utc_naive(not_before)
         settings = self.settings
         limit = settings.max_item_bytes
         pairs = items.items() if isinstance(items, Mapping) else items
@@ -192,8 +267,7 @@ class Feed:
 
     def set_gate(self, partition: str, gate: int) -> int:
         """Move a partition's gate by hand (manual checkpoint); returns the old gate."""
-        if not isinstance(gate, int) or gate < 0:
-            raise PayloadError(f"gate must be a non-negative integer, not {gate!r}")
+        check_gate(gate)
         return self.store.move_gate(self.name, partition, gate, self.store.now(), self.settings.history)
 
     def cancel(self, partition: str) -> int:
@@ -205,7 +279,17 @@ class Feed:
     def purge(
         self, older_than: timedelta, *, partitions: bool = True, history: bool = True
     ) -> tuple[int, int]:
-        """Delete complete partitions and history older than ``older_than``."""
+        """Delete complete partitions and history older than ``older_than``.
+
+        A partition an enqueue reopens meanwhile is kept (see ``Store.purge``).
+        """
+        if not isinstance(older_than, timedelta) or older_than < timedelta(0):
+            raise FeedwatchError(f"older_than must be a timedelta of 0 or more, not {_shown(older_than)}")
+        if older_than > MAX_AGE:
+            raise FeedwatchError(
+                f"older_than {older_than.days} days is longer than feedwatch keeps anything "
+                f"({MAX_AGE.days} days at most)"
+            )
         return self.store.purge(
             self.name, self.store.now() - older_than, partitions=partitions, history=history
         )
