@@ -290,7 +290,8 @@ class Reconciler:
                 "spec.database.tablePrefix, or delete one of them",
             )
         for other in rivals:  # a younger one may have been judged before this one was known
-            if other.problem is None or other.problem.reason != problems.FEED_CONFLICT:
+            younger = _age(other.body) > mine
+            if younger and (other.problem is None or other.problem.reason != problems.FEED_CONFLICT):
                 other.error_retry_at = self.clock()
 
     async def _prepare_database(self, entry: Entry, spec: FeedWatcherSpec, url: str) -> Problem | None:
