@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from bench import autoscaling, dblimit, failover, fanout, profiling, scale
+from bench import autoscaling, dblimit, failover, fanout, operator_scale, profiling, scale
 from bench.figures import Figure, Target, fmt, percentile
 from bench.harness import (
     DATABASES,
@@ -50,6 +50,7 @@ SCENARIOS = {
     "4": "failover",
     "5": "scale",
     "6": "autoscaler: backlog query, operator connections",
+    "7": "operator: 200 FeedWatchers created at once",
 }
 
 
@@ -174,7 +175,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="python -m bench", description="feedwatch benchmarks (issue 6)")
     p.add_argument("--quick", action="store_true", help="smaller sizes, one repeat (same as --size quick)")
     p.add_argument("--size", choices=sorted(SIZES), default=None, help="workload sizes (default full)")
-    p.add_argument("--scenarios", default="1,2,3,4,5,6", help="comma-separated: 1,...,6 (default all)")
+    p.add_argument("--scenarios", default="1,2,3,4,5,6,7", help="comma-separated: 1,...,7 (default all)")
     p.add_argument(
         "--databases", default=",".join(DATABASES), help="comma-separated: sqlite,mariadb,postgresql"
     )
@@ -304,7 +305,7 @@ def run_scenario(ctx: Context, scenario: str, db: Database) -> None:
     print(f"\n== scenario {scenario} ({SCENARIOS[scenario]}) on {db.label}", flush=True)
     try:
         scenarios = {"1": scenario_1, "2": scenario_2, "3": scenario_3, "4": scenario_4, "5": scenario_5}
-        {**scenarios, "6": autoscaling.scenario_6}[scenario](ctx, db)
+        {**scenarios, "6": autoscaling.scenario_6, "7": operator_scale.scenario}[scenario](ctx, db)
     except Exception as error:
         message = f"scenario {scenario} on {db.label} failed: {type(error).__name__}: {error}"
         print("  " + message, file=sys.stderr)

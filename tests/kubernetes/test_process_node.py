@@ -86,11 +86,13 @@ def deployment(
 
 def written(out: Path, pod: str) -> dict[str, Any]:
     path = out / f"{pod}.json"
-    return wait_until(
+    found = wait_until(
         lambda: json.loads(path.read_text()) if path.exists() else None,
         timeout=30,
         message=f"{path} written by the container",
     )
+    assert isinstance(found, dict)
+    return found
 
 
 @pytest.fixture
@@ -156,7 +158,7 @@ def test_env_is_resolved_from_every_source_as_a_kubelet_would(
         namespace,
         {"metadata": {"name": "settings"}, "data": {"level": "debug", "T_OVERRIDE": "from-map"}},
     )
-    env = [
+    env: list[dict[str, Any]] = [
         {"name": "T_VALUE", "value": "plain"},
         {"name": "T_SECRET", "valueFrom": {"secretKeyRef": {"name": "creds", "key": "url"}}},
         {"name": "T_CONFIG", "valueFrom": {"configMapKeyRef": {"name": "settings", "key": "level"}}},
@@ -170,7 +172,10 @@ def test_env_is_resolved_from_every_source_as_a_kubelet_would(
         {"name": "T_OVERRIDE", "value": "from-env"},
         {"name": "FEEDWATCH_HEALTH_PORT", "value": "8080"},
     ]
-    env_from = [{"secretRef": {"name": "creds"}, "prefix": "S_"}, {"configMapRef": {"name": "settings"}}]
+    env_from: list[dict[str, Any]] = [
+        {"secretRef": {"name": "creds"}, "prefix": "S_"},
+        {"configMapRef": {"name": "settings"}},
+    ]
     body = deployment(
         "env",
         out,

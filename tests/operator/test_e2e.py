@@ -20,7 +20,7 @@ from typing import Any
 import pytest
 
 from feedwatch import Feed, Store
-from feedwatch.testing import assert_invariants, wait_for
+from feedwatch.testing import assert_invariants
 from tests.service.helpers import history
 from tests.support.handler import Handler
 from tests.support.kubernetes import KubeEnv, wait_until
@@ -111,7 +111,7 @@ def test_a_feedwatcher_on_mariadb_processes_a_fan_out_fan_in_workload_to_complet
     # The operator created the feed row and applied feedSettings.
     settings = Feed(store, feed).settings
     assert (settings.backoff_base, settings.backoff_cap, settings.poll_delay) == (0.05, 0.2, 0.05)
-    wait_for(
+    wait_until(
         lambda: len(store.live_watchers(feed, store.now())) == 1,
         timeout=60,
         message=lambda: f"the watcher to heartbeat\n{node.dump()}",
@@ -173,7 +173,7 @@ def test_scaling_the_feedwatcher_to_three_gives_three_watchers_that_share_the_pa
     three = node.wait_for(3, {POD_LABEL: name})
     assert len({p.pid for p in three}) == 3
     assert body["spec"]["replicas"] == 3
-    wait_for(
+    wait_until(
         lambda: len(store.live_watchers(feed, store.now())) == 3,
         timeout=60,
         message=lambda: f"three watchers to heartbeat\n{node.dump()}",

@@ -22,6 +22,7 @@ import json
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from tests.support.kubernetes import KubeEnv
 
@@ -64,7 +65,7 @@ class Counts:
 
 
 def _flow_schema(
-    name: str, precedence: int, subject: dict[str, object], rules: dict[str, object]
+    name: str, precedence: int, subject: Mapping[str, object], rules: Mapping[str, object]
 ) -> dict[str, object]:
     return {
         "apiVersion": "flowcontrol.apiserver.k8s.io/v1",
@@ -112,12 +113,12 @@ class OperatorIdentity:
                 "subjects": [{"kind": "ServiceAccount", "name": self.name, "namespace": self.namespace}],
             },
         ]
-        subject = {
+        subject: dict[str, Any] = {
             "kind": "ServiceAccount",
             "serviceAccount": {"name": self.name, "namespace": self.namespace},
         }
         for n, (group, (api_groups, resources)) in enumerate(WRITE_GROUPS.items()):
-            rule = {
+            rule: dict[str, Any] = {
                 "verbs": WRITE_VERBS,
                 "apiGroups": api_groups,
                 "resources": resources,
@@ -127,7 +128,7 @@ class OperatorIdentity:
             objects.append(
                 _flow_schema(self._schema("write", group), 50 + n, subject, {"resourceRules": [rule]})
             )
-        everything = {
+        everything: dict[str, Any] = {
             "resourceRules": [
                 {
                     "verbs": ["*"],

@@ -165,16 +165,16 @@ def resolve_env(pod: Mapping[str, Any], container: Mapping[str, Any], lookup: Lo
                 if ref.get("optional"):
                     continue
                 raise EnvResolutionError(f"envFrom: {kind} {ref['name']!r} not found")
-            for name, value in data.items():
-                if _ENV_NAME.match(prefix + name):  # the kubelet skips invalid names
-                    env[prefix + name] = value
+            for key_name, text in data.items():
+                if _ENV_NAME.match(prefix + key_name):  # the kubelet skips invalid names
+                    env[prefix + key_name] = text
     for var in container.get("env") or []:
         name = var["name"]
         if "valueFrom" not in var or var["valueFrom"] is None:
             env[name] = expand(var.get("value") or "", env)
             continue
         source = var["valueFrom"]
-        value: str | None
+        value: str | None = None
         if source.get("secretKeyRef"):
             value = _ref_value(lookup, "Secret", source["secretKeyRef"], name)
         elif source.get("configMapKeyRef"):
@@ -272,7 +272,7 @@ class ProcessNode:
         self.workdir = workdir
         self.interval = interval
         # its own client: the poll thread must not share the test's connection pool
-        self._api = kconfig.new_client_from_config(config_file=str(kube.kubeconfig))
+        self._api = kconfig.new_client_from_config(config_file=str(kube.kubeconfig))  # type: ignore[no-untyped-call]
         self._core = client.CoreV1Api(self._api)
         self._lookup = Lookup(self._core, namespace)
         self._lock = threading.RLock()
@@ -352,11 +352,13 @@ class ProcessNode:
                 )
             return (live,) if len(live) == count and settled else None
 
-        return wait_until(
+        found = wait_until(
             check,
             timeout=timeout,
             message=lambda: f"{count} processes for {label_selector}\n{self.dump()}",
-        )[0]
+        )
+        assert found is not None
+        return found[0]
 
     def dump(self, tail: int = 4000) -> str:
         """Every process's state and log tail, for failure messages."""
