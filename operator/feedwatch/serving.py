@@ -41,7 +41,7 @@ def build_processor(
         target = target()
     if isinstance(target, Processor):
         return target
-    return CallableProcessor(target, timeout=settings.handler_timeout)
+    return CallableProcessor(target, timeout=settings.handler_timeout, concurrency=settings.concurrency)
 
 
 async def serve(store: Store, feed: str, processor: Processor, settings: WatcherSettings) -> None:
@@ -62,7 +62,11 @@ async def serve(store: Store, feed: str, processor: Processor, settings: Watcher
     ready = getattr(processor, "ready", None)
     if ready is not None:
         checks["handler"] = ready
-    health = HealthServer(settings.health_port, metrics, checks) if settings.health_port else None
+    health = (
+        HealthServer(settings.health_port, metrics, checks, liveness=watcher.liveness)
+        if settings.health_port
+        else None
+    )
     backlog_task: asyncio.Task[None] | None = None
     try:
         if health is not None:

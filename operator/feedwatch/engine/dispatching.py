@@ -26,12 +26,15 @@ if TYPE_CHECKING:
     from feedwatch.engine.leasing import Lease
     from feedwatch.engine.watcher import Watcher
 
+#: How the error of an item whose result the database refused begins.
+REFUSED = "the database refused this item's result"
+
 
 class Dispatcher:
     def __init__(self, watcher: Watcher) -> None:
         self.w = watcher
         self.calls_in_flight = 0
-        self.pending: list[tuple[Lease, ItemOutcome]] = []
+        self.pending: list[tuple[Lease, Claimed, ItemOutcome]] = []
         self.wake = asyncio.Event()
         self.results_ready = asyncio.Event()
         self.tasks: set[asyncio.Task[None]] = set()
@@ -41,6 +44,8 @@ class Dispatcher:
         self._batch_len = 0
         #: A suspect (an item in flight when a watcher died) runs alone.
         self.isolating = False
+        #: (pk, version) of results the database refused once; their replacement is in ``pending``.
+        self._refused_once: set[tuple[int, int]] = set()
 
     # -- claiming ---------------------------------------------------------
 
@@ -176,6 +181,55 @@ class Dispatcher:
         task.add_done_callback(self.tasks.discard)
 
     async def call(self, lease: Lease, claimed: Claimed) -> None:
+        """Ask the processor about one item: whatever happens ends as that item's result.
+
+        Any exception on the way (raised by the processor, by turning its answer
+        into an outcome, by logging or metrics) becomes the item's retry or
+        failure; none escapes the task, so the item never stays in flight.
+        """
+        w = self.w
+        key = (lease.pk, claimed.pk)
+        w.liveness.item_started(key, f"{lease.id}/{claimed.id}")
+        started = w.clock.monotonic()
+        answer: Result | BaseException
+        try:
+            answer = await self._ask(lease, claimed)
+        except asyncio.CancelledError as cancelled:
+            task = asyncio.current_task()
+            if task is None or not task.cancelling():
+                answer = cancelled  # the processor's own, not ours: the item's error
+            else:
+                self.calls_in_flight -= 1
+                lease.in_flight -= 1
+                self.isolating = self.isolating and not claimed.suspect
+                w.liveness.item_finished(key)
+                raise
+        except BaseException as error:  # SystemExit from a processor too: it is the item's
+            answer = error
+        self.calls_in_flight -= 1
+        if claimed.suspect:
+            self.isolating = False
+        try:
+            w.metrics.latency.observe(w.clock.monotonic() - started)
+            w.metrics.in_flight.set(self.calls_in_flight)
+            outcome = retrying.outcome(lease.pk, claimed, answer, w.feed_settings, w.clock.now(), self.rng)
+            if outcome.kind != "complete":
+                w.log.debug(
+                    "item %s: %s (%s)",
+                    claimed.id,
+                    outcome.kind,
+                    outcome.error,
+                    extra={"action": f"item_{outcome.kind}", "partition": lease.id, "item": claimed.id},
+                )
+        except Exception as error:
+            message = f"feedwatch could not handle the answer: {retrying.describe(error)}"
+            outcome = retrying.broken(lease.pk, claimed, message, w.feed_settings, w.clock.now())
+        w.liveness.item_finished(key)
+        self.pending.append((lease, claimed, outcome))
+        self.results_ready.set()
+        self.wake.set()
+
+    async def _ask(self, lease: Lease, claimed: Claimed) -> Result | BaseException:
         w = self.w
         item = Item(
             feed=w.feed,
@@ -186,41 +240,15 @@ class Dispatcher:
             data=claimed.data,
             content_type=claimed.content_type,
         )
-        started = w.clock.monotonic()
-        answer: Result | BaseException
-        try:
-            answer = await w.processor.process(item)
-        except asyncio.CancelledError:
-            self.calls_in_flight -= 1
-            lease.in_flight -= 1
-            self.isolating = self.isolating and not claimed.suspect
-            raise
-        except Exception as error:
-            answer = error
-        finally:
-            w.metrics.latency.observe(w.clock.monotonic() - started)
-        if not isinstance(answer, Result | BaseException):
-            answer = TypeError(f"the processor returned {type(answer).__name__}, not a Result")
-        self.calls_in_flight -= 1
-        if claimed.suspect:
-            self.isolating = False
-        w.metrics.in_flight.set(self.calls_in_flight)
-        outcome = retrying.outcome(lease.pk, claimed, answer, w.feed_settings, w.clock.now(), self.rng)
-        if outcome.kind != "complete":
-            w.log.debug(
-                "item %s: %s (%s)",
-                claimed.id,
-                outcome.kind,
-                outcome.error,
-                extra={"action": f"item_{outcome.kind}", "partition": lease.id, "item": claimed.id},
-            )
-        self.pending.append((lease, outcome))
-        self.results_ready.set()
-        self.wake.set()
+        answer = await w.processor.process(item)
+        if not isinstance(answer, Result):
+            return TypeError(f"the processor returned {type(answer).__name__}, not a Result")
+        return answer
 
     # -- committing -------------------------------------------------------
 
     async def committer(self) -> None:
+        """Write results in batches until stopped; a row the database refuses fails only its item."""
         w = self.w
         while True:
             if not self.pending:
@@ -236,32 +264,42 @@ class Dispatcher:
             # A retried batch is exactly the batch that failed (same rows, same token).
             batch = self.pending[: self._batch_len or w.settings.batch_size]
             self._batch_len = len(batch)
-            retrying = self._batch_token is not None
+            again = self._batch_token is not None
             self._batch_token = self._batch_token or uuid.uuid4().hex
+            w.liveness.commit_started()
             try:
-                won = await w.db(
-                    w.store.commit_results,
+                report = await w.db(
+                    w.store.commit_results_isolating,
                     w.feed,
                     w.owner,
-                    [o for _, o in batch],
+                    [o for _, _, o in batch],
                     w.clock.now(),
                     w.feed_settings.history,
                     self._batch_token,
-                    retrying,
+                    again,
                 )
             except Exception as error:
                 if not w.is_database_trouble(error):
                     raise
                 w.log_database_trouble(error)
+                w.liveness.commit_failed(str(error).splitlines()[0] if str(error) else type(error).__name__)
                 # The same batch is retried with the same token, so a COMMIT
                 # that landed before the error is recognised, not counted lost.
                 await w.sleep(min(w.settings.poll_interval, 1.0))
                 continue
+            w.liveness.commit_succeeded()
             self._batch_token, self._batch_len = None, 0
             del self.pending[: len(batch)]
-            for lease, outcome in batch:
+            retry: list[tuple[Lease, Claimed, ItemOutcome]] = []
+            for lease, claimed, outcome in batch:
+                if outcome.pk in report.rejected:
+                    replacement = self._refused(lease, claimed, outcome, report.rejected[outcome.pk])
+                    if replacement is not None:
+                        retry.append((lease, claimed, replacement))
+                        continue
                 lease.in_flight -= 1
-                if outcome.pk in won:
+                self._refused_once.discard((claimed.pk, claimed.version))
+                if outcome.pk in report.won:
                     w.metrics.item(outcome.kind)
                     if outcome.kind == "fail":
                         w.log.info(
@@ -270,7 +308,7 @@ class Dispatcher:
                             outcome.error,
                             extra={"action": "item_failed", "partition": lease.id},
                         )
-                else:
+                elif outcome.pk not in report.rejected:
                     w.metrics.lost_races.inc()
                     w.log.debug(
                         "result of item %s discarded: it changed since its claim",
@@ -279,7 +317,39 @@ class Dispatcher:
                     )
                 if lease.in_flight == 0:
                     lease.idle_until = 0.0
+            self.pending[:0] = retry  # first in the next batch
             self.wake.set()
+
+    def _refused(
+        self, lease: Lease, claimed: Claimed, outcome: ItemOutcome, reason: str
+    ) -> ItemOutcome | None:
+        """What to write instead of a result the database refused (``None``: give up on it).
+
+        The first refusal becomes a counted failure of the item naming the
+        database's reason (its gate and data left as they were, so the
+        database stores it); should even that be refused, the item is left
+        claimed for the next owner and the refusal logged as an error.
+        """
+        w = self.w
+        if (claimed.pk, claimed.version) in self._refused_once:
+            self._refused_once.discard((claimed.pk, claimed.version))
+            w.log.error(
+                "the database refused even the failure of item %s: %s",
+                claimed.id,
+                reason,
+                extra={"action": "result_refused", "partition": lease.id},
+            )
+            return None
+        w.log.warning(
+            "the database refused the result of item %s (%s): %s",
+            claimed.id,
+            outcome.kind,
+            reason,
+            extra={"action": "result_refused", "partition": lease.id},
+        )
+        self._refused_once.add((claimed.pk, claimed.version))
+        message = f"{REFUSED} ({outcome.kind}, gate {outcome.gate}): {reason}"
+        return retrying.broken(lease.pk, claimed, message, w.feed_settings, w.clock.now())
 
     async def drain(self, grace: float) -> None:
         """Wait up to ``grace`` seconds for calls in flight, then cancel the rest."""

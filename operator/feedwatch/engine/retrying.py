@@ -2,24 +2,58 @@
 
 Pure functions: the dispatcher calls :func:`outcome` for each answer and the
 store writes the result in batches.
+
+Nothing an answer holds may escape as an exception: :func:`outcome` turns any
+failure to build the next state (data JSON cannot encode, a gate the database
+cannot store, a delay so large the date overflows) into that item's retry or
+failure, with an error that names the cause. Every delay (``Retry-After``,
+``RetryableError(delay=...)``, the backoff, the poll delay) is clamped to
+:data:`MAX_DELAY`.
 """
 
 from __future__ import annotations
 
+import math
 import random
 from datetime import datetime, timedelta
 from typing import Any
 
 from feedwatch.errors import PermanentError, RetryableError
 from feedwatch.processors.base import UNSET, Result, encode_data
+from feedwatch.processors.contract import check_result
 from feedwatch.settings import FeedSettings
 from feedwatch.store.records import Claimed, ItemOutcome
+
+#: The longest any delay before an item's next attempt can be: seven days. A
+#: longer ``Retry-After``, processor delay, ``backoff_cap`` or ``poll_delay``
+#: is cut to it (re-drive or a gate move reaches the item sooner anyway).
+MAX_DELAY = 7 * 24 * 3600.0
+
+
+def clamp_delay(seconds: Any) -> float:
+    """``seconds`` as a delay within [0, :data:`MAX_DELAY`] (not a number, NaN: 0)."""
+    try:
+        value = float(seconds)
+    except OverflowError:  # an int past float's range
+        return MAX_DELAY if seconds > 0 else 0.0
+    except (TypeError, ValueError):
+        return 0.0
+    if math.isnan(value):
+        return 0.0
+    return min(max(value, 0.0), MAX_DELAY)
+
+
+def later(now: datetime, seconds: Any) -> datetime:
+    """``now`` plus a clamped delay: never overflows."""
+    return now + timedelta(seconds=clamp_delay(seconds))
 
 
 def backoff(failures: int, settings: FeedSettings, rng: random.Random) -> float:
     """Seconds before retry number ``failures``: exponential, jittered, within [base, cap]."""
-    ceiling = min(settings.backoff_cap, settings.backoff_base * 2 ** max(failures - 1, 0))
-    return rng.uniform(max(settings.backoff_base, ceiling / 2), ceiling)
+    base, cap = clamp_delay(settings.backoff_base), clamp_delay(settings.backoff_cap)
+    exponent = min(max(failures - 1, 0), 64)  # 2**64 times any base is past MAX_DELAY
+    ceiling = min(cap, base * 2.0**exponent)
+    return clamp_delay(rng.uniform(max(base, ceiling / 2), max(base, ceiling)))
 
 
 def outcome(
@@ -30,7 +64,52 @@ def outcome(
     now: datetime,
     rng: random.Random,
 ) -> ItemOutcome:
-    """The item's next state after one processor call."""
+    """The item's next state after one processor call; never raises for what the answer holds."""
+    try:
+        return _outcome(partition_pk, claimed, answer, settings, now, rng)
+    except Exception as error:
+        # The answer itself is the trouble (e.g. a Result subclass whose
+        # attributes raise): a failure of the item, counted and retried.
+        return broken(
+            partition_pk, claimed, f"cannot use the processor's answer: {describe(error)}", settings, now
+        )
+
+
+def broken(
+    partition_pk: int, claimed: Claimed, message: str, settings: FeedSettings, now: datetime
+) -> ItemOutcome:
+    """A counted failure with ``message``, built from the claim alone (so it cannot fail again)."""
+    failures = claimed.failures + 1
+    base: dict[str, Any] = {
+        "pk": claimed.pk,
+        "partition_pk": partition_pk,
+        "version": claimed.version,
+        "attempt": claimed.attempt,
+        "gate": claimed.gate,
+        "failures": failures,
+        "polls": claimed.polls,
+        "next_attempt_at": now,
+    }
+    if settings.max_retries != -1 and failures > settings.max_retries:
+        return _fail(
+            base,
+            f"gave up after {failures} failed attempts (max_retries={settings.max_retries}); "
+            f"last error: {message}",
+        )
+    delay = clamp_delay(settings.backoff_base)
+    return ItemOutcome(
+        kind="retry", status="available", error=message, **{**base, "next_attempt_at": later(now, delay)}
+    )
+
+
+def _outcome(
+    partition_pk: int,
+    claimed: Claimed,
+    answer: Result | BaseException,
+    settings: FeedSettings,
+    now: datetime,
+    rng: random.Random,
+) -> ItemOutcome:
     base: dict[str, Any] = {
         "pk": claimed.pk,
         "partition_pk": partition_pk,
@@ -43,8 +122,16 @@ def outcome(
     }
     if isinstance(answer, BaseException):
         return _failure(base, claimed, answer, settings, now, rng)
+    try:
+        check_result(answer)  # a Processor of the user's own may build any Result
+    except RetryableError as error:
+        return _failure(base, claimed, error, settings, now, rng)
     if answer.data is not UNSET:
-        data = encode_data(answer.data)
+        try:
+            data = encode_data(answer.data)
+        except (TypeError, ValueError, OverflowError, RecursionError) as error:
+            reason = RetryableError(f"the result data cannot be stored as JSON: {describe(error)}")
+            return _failure(base, claimed, reason, settings, now, rng)
         if data is not None and len(data) > settings.max_item_bytes:
             return _fail(
                 base,
@@ -74,7 +161,7 @@ def outcome(
     return ItemOutcome(
         kind="poll",
         status="available",
-        **{**base, "polls": polls, "next_attempt_at": now + timedelta(seconds=settings.poll_delay)},
+        **{**base, "polls": polls, "next_attempt_at": later(now, settings.poll_delay)},
     )
 
 
@@ -94,7 +181,7 @@ def _failure(
             kind="delay",
             status="available",
             error=message,
-            **{**base, "next_attempt_at": now + timedelta(seconds=max(error.delay, 0.0))},
+            **{**base, "next_attempt_at": later(now, error.delay)},
         )
     failures = claimed.failures + 1
     if settings.max_retries != -1 and failures > settings.max_retries:
@@ -108,7 +195,7 @@ def _failure(
         kind="retry",
         status="available",
         error=message,
-        **{**base, "failures": failures, "next_attempt_at": now + timedelta(seconds=delay)},
+        **{**base, "failures": failures, "next_attempt_at": later(now, delay)},
     )
 
 
@@ -118,7 +205,10 @@ def _fail(base: dict[str, Any], message: str) -> ItemOutcome:
 
 def describe(error: BaseException) -> str:
     """A one-line message for an item's error column."""
+    try:
+        text = str(error)
+    except Exception:  # an exception whose __str__ raises still gets a message
+        text = ""
     if isinstance(error, RetryableError | PermanentError):
-        return str(error)
-    text = str(error)
+        return text or type(error).__name__
     return f"{type(error).__name__}: {text}" if text else type(error).__name__

@@ -19,6 +19,7 @@ from feedwatch.engine.clock import Clock, DatabaseClock
 from feedwatch.engine.dispatching import Dispatcher
 from feedwatch.engine.leasing import Lease, LeaseKeeper
 from feedwatch.errors import DatabaseUnavailableError
+from feedwatch.observability.health import Liveness
 from feedwatch.observability.logging import FeedLogger
 from feedwatch.observability.metrics import Metrics
 from feedwatch.processors.base import Processor
@@ -63,6 +64,12 @@ class Watcher:
         self.leases: dict[int, Lease] = {}
         self.feed_settings = store.load_feed(feed)
         self.log = FeedLogger(logging.getLogger("feedwatch.engine"), {"feed": feed, "owner": self.owner})
+        self.liveness = Liveness(
+            item_deadline=self.settings.handler_timeout
+            + self.settings.handler_connect_timeout
+            + self.settings.grace_period,
+            commit_deadline=self.settings.lease_duration,
+        )
         self.dispatcher = Dispatcher(self)
         self.leasekeeper = LeaseKeeper(self)
         self.stopping = False
@@ -201,6 +208,7 @@ class Watcher:
         error = task.exception()
         if error is not None and self._failure is None:
             self._failure = error
+            self.liveness.died(f"task {task.get_name()} failed: {error!r}"[:300])
             self.log.error(
                 "task %s failed; stopping",
                 task.get_name(),

@@ -10,10 +10,11 @@ from __future__ import annotations
 import functools
 import logging
 from collections.abc import Collection, Sequence
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import bindparam, func, select, update
+from sqlalchemy import bindparam, exc, func, select, update
 from sqlalchemy.engine import Connection
 
 from feedwatch.errors import DatabaseUnavailableError
@@ -282,19 +283,23 @@ class ProcessingQueries(StoreBase):
         partition and re-claimed it, or a user re-drove it) loses and is
         discarded. If the connection breaks during COMMIT, the outcome is
         resolved by reading the token back: nothing is applied twice. A caller
-        that retries a failed batch passes the same ``token``, so a COMMIT that
-        did land before the failure is recognised as its own.
+        that retries a failed batch passes the same ``token``, so the rows of
+        an earlier attempt that did land are recognised as its own, and the
+        rest is written now.
         """
         if not outcomes:
             return set()
         i = self.tables.items
         token = token or new_token()
+        landed: set[int] = set()
         if retrying:
             pks = [o.pk for o in outcomes]
             landed = self.transaction(lambda c: self.read_token(c, i, pks, token))
             if landed:
                 log.info("an earlier attempt of this batch was committed (%d rows)", len(landed))
-                return landed
+                outcomes = [o for o in outcomes if o.pk not in landed]
+                if not outcomes:
+                    return landed
         rows = [
             (
                 o.pk,
@@ -303,7 +308,7 @@ class ProcessingQueries(StoreBase):
                 o.gate,
                 1 if o.set_data else 0,
                 o.data,
-                bounded(o.error),
+                _storable_text(o.error),
                 o.next_attempt_at,
                 o.failures,
                 o.polls,
@@ -344,7 +349,7 @@ class ProcessingQueries(StoreBase):
                         "to_status": o.status,
                         "gate": o.gate,
                         "attempt": o.attempt,
-                        "message": bounded(o.error),
+                        "message": _storable_text(o.error),
                     }
                     for o in outcomes
                     if o.pk in won
@@ -353,15 +358,59 @@ class ProcessingQueries(StoreBase):
             return won
 
         try:
-            return self.transaction(work)
+            return landed | self.transaction(work)
         except DatabaseUnavailableError:
             # The COMMIT may or may not have reached the database: ask it.
             pks = [o.pk for o in outcomes]
             won = self.transaction(lambda c: self.read_token(c, i, pks, token))
             if won:
                 log.info("ambiguous commit resolved as applied (%d rows)", len(won))
-                return won
+                return landed | won
             raise
+
+    def commit_results_isolating(
+        self,
+        feed: str,
+        owner: str,
+        outcomes: list[ItemOutcome],
+        now: datetime,
+        history: bool,
+        token: str | None = None,
+        retrying: bool = False,
+    ) -> CommitReport:
+        """:meth:`commit_results`, with the rows the database refuses set apart.
+
+        A batch that fails for its data (a value out of a column's range, a
+        string the column cannot hold) is split in halves, recursively, so only
+        the offending rows are refused (``rejected``: pk -> the database's
+        reason) and every other row commits. Retrying the same rows could never
+        help, so a refusal is the caller's to turn into that item's failure.
+        Connection and transient errors are raised as by :meth:`commit_results`;
+        every part of a split writes the same ``token``, so a retry of the whole
+        batch still recognises what landed.
+        """
+        token = token or new_token()
+        report = CommitReport()
+
+        def attempt(part: list[ItemOutcome], again: bool) -> None:
+            try:
+                report.won |= self.commit_results(feed, owner, part, now, history, token, again)
+            except Exception as error:
+                if not is_data_error(error):
+                    raise
+                if len(part) == 1:
+                    report.rejected[part[0].pk] = refusal(error)
+                    log.warning("the database refused the result of item %d: %s", part[0].pk, refusal(error))
+                    return
+                middle = len(part) // 2
+                # A retry reads the token first in each half too: rows that
+                # landed in an earlier attempt must not be written (nor their
+                # history) twice.
+                attempt(part[:middle], again)
+                attempt(part[middle:], again)
+
+        attempt(outcomes, retrying)
+        return report
 
     def evaluate_checkpoint(
         self,
@@ -523,6 +572,49 @@ class ProcessingQueries(StoreBase):
                     for e in events
                 ],
             )
+
+
+@dataclass
+class CommitReport:
+    """What a batch of results became: the rows won, and the rows the database refused."""
+
+    won: set[int] = field(default_factory=set)
+    #: pk -> why the database refused the row (its own message, one line).
+    rejected: dict[int, str] = field(default_factory=dict)
+
+
+def is_data_error(error: BaseException) -> bool:
+    """The database (or its driver) refused the values, not the connection.
+
+    ``DataError`` (a number out of a column's range: MariaDB 1264, PostgreSQL
+    22003 ``NumericValueOutOfRange``, a NUL in PostgreSQL text),
+    ``IntegrityError``, and what drivers raise while binding a value
+    (SQLite's ``OverflowError: Python int too large to convert to SQLite
+    INTEGER``, an encoding ``ValueError``). Retrying the same rows cannot help.
+    """
+    if isinstance(error, exc.DataError | exc.IntegrityError):
+        return True
+    if isinstance(error, exc.DBAPIError):
+        return False
+    if isinstance(error, exc.StatementError) and error.orig is not None:
+        error = error.orig
+    return isinstance(error, OverflowError | ValueError | TypeError)
+
+
+def refusal(error: BaseException) -> str:
+    """The database's reason for refusing a row, in one line."""
+    cause = getattr(error, "orig", None) or error
+    text = str(cause).strip().splitlines()[0] if str(cause).strip() else ""
+    text = f"{type(cause).__name__}: {text}" if text else type(cause).__name__
+    return text if len(text) <= 300 else text[:300] + "..."
+
+
+def _storable_text(message: str | None) -> str | None:
+    """A message every database stores: bounded, valid UTF-8, no NUL (PostgreSQL refuses it)."""
+    if message is None:
+        return None
+    clean = message.replace("\x00", "\\0").encode("utf-8", "replace").decode("utf-8")
+    return bounded(clean)
 
 
 def failed_policy_blocks(policy: str) -> bool:
