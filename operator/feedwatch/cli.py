@@ -200,9 +200,11 @@ def build_parser() -> Parser:
     p.add_argument("--gate", type=GATE)
     p.add_argument("--status", choices=["available", "complete", "failed"])
     p.add_argument(
-        "--after", type=_bounded_int("--after", 0, MAX_PK), help="pk of the last item of the previous page"
+        "--after", type=_bounded_int("a pk", 0, MAX_PK), help="pk of the last item of the previous page"
     )
-    p.add_argument("--limit", type=_bounded_int("--limit", 1, MAX_PAGE), default=100, help="items per page")
+    p.add_argument(
+        "--limit", type=_bounded_int("a page size", 1, MAX_PAGE), default=100, help="items per page"
+    )
     _output(p)
 
     p = sub.add_parser("retry", help="re-drive failed items of a partition, or of the whole feed with --all")

@@ -57,10 +57,16 @@ def test_edge_inputs_are_one_line_usage_errors(sqlite_url: str, tmp_path: Path) 
             fw("enqueue", "p", "--content-type", "a/" + "b" * 300, '{"id": "x"}'),
             "content type must be a non-empty string of at most 200 characters",
         ),
-        "negative --limit": (fw("items", "p", "--limit", "-1"), "--limit must be from 1 to 100000"),
-        "zero --limit": (fw("items", "p", "--limit", "0"), "--limit must be from 1 to 100000"),
-        "negative --after": (fw("items", "p", "--after", "-5"), "--after must be from 0 to"),
-        "huge --after": (fw("items", "p", "--after", "9" * 30), "--after must be from 0 to"),
+        "negative --limit": (
+            fw("items", "p", "--limit", "-1"),
+            "argument --limit: a page size must be from 1 to 100000, not",
+        ),
+        "zero --limit": (
+            fw("items", "p", "--limit", "0"),
+            "argument --limit: a page size must be from 1 to 100000, not",
+        ),
+        "negative --after": (fw("items", "p", "--after", "-5"), "argument --after: a pk must be from 0 to"),
+        "huge --after": (fw("items", "p", "--after", "9" * 30), "argument --after: a pk must be from 0 to"),
         "huge --older-than": (fw("purge", "--older-than", "99999999999d"), "is too long: at most 36500d"),
         "endless --older-than": (fw("purge", "--older-than", "9" * 400 + "d"), "is too long"),
         "id null": (
