@@ -148,6 +148,8 @@ class Databases:
         except (DatabaseUnavailableError, DBAPIError, OSError) as error:
             self._migrated.discard(schema_key)
             first = str(getattr(error, "orig", None) or error).splitlines()[0]
+            if first.startswith("cannot reach the database at "):  # the store's wording: keep the cause
+                first = first.split(": ", 1)[-1]
             raise ProblemError(
                 problems.DATABASE_UNREACHABLE, f"cannot reach the database of {target.describe()}: {first}"
             ) from None
