@@ -34,6 +34,7 @@ CHART = ROOT / "charts" / "feedwatch"
 CRD_SOURCE = ROOT / "crds" / "feedwatcher.yaml"
 CRD_COPY = CHART / "files" / "crds" / "feedwatcher.yaml"
 CRD_NAME = "feedwatchers.feedwatch.dev"
+CLUSTER_SCOPED = {"ClusterRole", "ClusterRoleBinding", "CustomResourceDefinition"}
 #: Every optional part of the chart switched on.
 ALL_FEATURES = [
     "--set", "metrics.enabled=true",
@@ -91,10 +92,17 @@ def by_kind(docs: list[dict[str, Any]]) -> dict[str, list[dict[str, Any]]]:
     return kinds
 
 
-def dry_run(kube: KubeEnv, docs: list[dict[str, Any]], namespace: str) -> str:
-    """``kubectl apply --dry-run=server``: the API server validates and admits, stores nothing."""
+def dry_run(kube: KubeEnv, docs: list[dict[str, Any]]) -> str:
+    """``kubectl apply --dry-run=server``: the API server validates and admits, stores nothing.
+
+    Every namespaced object names its namespace (the chart sets it), so no ``-n``.
+    """
+    for doc in docs:
+        if doc["kind"] not in CLUSTER_SCOPED:
+            name = f"{doc['kind']} {doc['metadata']['name']}"
+            assert doc["metadata"].get("namespace"), f"{name} has no namespace"
     text = "\n---\n".join(yaml.safe_dump(doc) for doc in docs)
-    return kube.kubectl("apply", "--dry-run=server", "-n", namespace, "-f", "-", input=text).stdout
+    return kube.kubectl("apply", "--dry-run=server", "-f", "-", input=text).stdout
 
 
 def kubectl_json(kube: KubeEnv, *args: str) -> Any:
@@ -153,7 +161,7 @@ def test_the_default_render_is_accepted_by_the_api_server(kube: KubeEnv, namespa
         "t-feedwatch-operator-cluster",
         "t-feedwatch-view",
     ]
-    out = dry_run(kube, docs, namespace)
+    out = dry_run(kube, docs)
     assert out.count("(server dry run)") == len(docs), out
 
     (crd,) = kinds["CustomResourceDefinition"]
@@ -212,7 +220,7 @@ def test_every_optional_feature_renders_and_is_accepted_by_the_api_server(
                 "crd/servicemonitors.monitoring.coreos.com",
                 "--timeout=60s",
             )
-            out = dry_run(kube, docs, namespace)
+            out = dry_run(kube, docs)
         finally:
             kube.kubectl("delete", "crd", "servicemonitors.monitoring.coreos.com", "--wait=false")
         assert out.count("(server dry run)") == len(docs), out
