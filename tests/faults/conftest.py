@@ -1,10 +1,13 @@
-"""Fixtures of the fault suite: a scenario (handler, fleets, proxies) per test, MariaDB servers.
+"""Fixtures of the fault suite: a scenario (handler, fleets, proxies) per test, database servers.
 
-Most faults run on the shared MariaDB of ``hack/databases`` (the conftest's
-``FEEDWATCH_TEST_MARIADB_URL``); the faults that restart the server or make
-it read-only get a MariaDB of the suite's own (:class:`MariaDBServer`).
-Measured recovery times are printed by each test and gathered in a table at
-the end of the run.
+Each fault runs once on MariaDB and once on PostgreSQL (``database``; the
+selection of ``FEEDWATCH_TEST_DATABASES`` applies). Most run on the shared
+servers of ``hack/databases`` (``shared_url``); the faults that restart the
+server, make it read-only, count its deadlocks or freeze a client holding
+its locks get a server of the suite's own (``own_server``:
+:class:`MariaDBServer` or :class:`PostgresServer`, one per session, started
+when first needed). Measured recovery times are printed by each test and
+gathered in a table at the end of the run.
 """
 
 from __future__ import annotations
@@ -17,8 +20,11 @@ from typing import Any
 import pytest
 
 from feedwatch import migrate
-from tests.conftest import database_url
-from tests.support.faults import MariaDBServer, RecoveryLog, Scenario
+from tests.conftest import ALL_DATABASES, database_url
+from tests.support.faults import MariaDBServer, OwnServer, PostgresServer, RecoveryLog, Scenario
+
+#: The servers every fault runs on (SQLite has its own fault tests).
+SERVERS = [d for d in ALL_DATABASES if d != "sqlite"]
 
 _recovery = RecoveryLog()
 
@@ -37,21 +43,46 @@ def recovery() -> RecoveryLog:
     return _recovery
 
 
+@pytest.fixture(params=SERVERS)
+def database(request: pytest.FixtureRequest) -> str:
+    """``mariadb`` or ``postgresql``: each test that takes it runs on both."""
+    return str(request.param)
+
+
 @pytest.fixture
-def mariadb_url(sqlite_url: str) -> str:
-    """The shared MariaDB (migrated once per session)."""
-    return database_url("mariadb", sqlite_url)
+def shared_url(database: str, sqlite_url: str) -> str:
+    """The shared server of ``hack/databases`` (migrated once per session)."""
+    return database_url(database, sqlite_url)
 
 
 @pytest.fixture(scope="session")
 def own_mariadb() -> Iterator[MariaDBServer]:
-    """A MariaDB of the suite's own, for the faults that restart it or make it read-only."""
+    """A MariaDB of the suite's own."""
     server = MariaDBServer().install()
     try:
         migrate(server.app_url)
         yield server
     finally:
         server.destroy()
+
+
+@pytest.fixture(scope="session")
+def own_postgresql() -> Iterator[PostgresServer]:
+    """A PostgreSQL of the suite's own."""
+    server = PostgresServer().install()
+    try:
+        migrate(server.app_url)
+        yield server
+    finally:
+        server.destroy()
+
+
+@pytest.fixture
+def own_server(database: str, request: pytest.FixtureRequest) -> OwnServer:
+    """A server of the suite's own, of the test's ``database``: for the faults that restart it,
+    make it read-only, count its deadlocks, or freeze a client that holds its locks."""
+    server: OwnServer = request.getfixturevalue(f"own_{database}")
+    return server
 
 
 @pytest.fixture

@@ -11,7 +11,7 @@ pytestmark = [pytest.mark.faults, pytest.mark.slow]
 
 
 def test_a_failing_handler_retries_to_completion_and_poison_items_fail_with_their_reason(
-    scenario: Scenario, mariadb_url: str, recovery: RecoveryLog
+    scenario: Scenario, database: str, shared_url: str, recovery: RecoveryLog
 ) -> None:
     # 30 % of calls: 15 % HTTP 500, 5 % past the 1 s handler timeout, 5 % connection
     # resets, 5 % slow (answered, late but in time). Seeded: the run is repeatable.
@@ -21,10 +21,10 @@ def test_a_failing_handler_retries_to_completion_and_poison_items_fail_with_thei
     )  # fmt: skip
     # skip: a poison item is a dead letter, its partition goes on; 10 retries make a
     # non-poison item failing by chance unlikely (0.3^11 per step).
-    feed = scenario.feed(mariadb_url, max_retries=10, failure_policy="skip", backoff_cap=0.3)
+    feed = scenario.feed(shared_url, max_retries=10, failure_policy="skip", backoff_cap=0.3)
     store = feed.store
     expected = Expected()
-    enqueue_workload(feed, expected, partitions=5, items=24, last_gate=2)
+    enqueue_workload(feed, expected, partitions=4, items=20, last_gate=2)
     poison = {("p0", "poison-a"): 0, ("p2", "poison-b"): 1, ("p3", "fatal-c"): 0}
     for (part, item), gate in poison.items():
         feed.enqueue(part, {item: expected.add(part, item, 2, gate)}, gate=gate)
@@ -32,7 +32,7 @@ def test_a_failing_handler_retries_to_completion_and_poison_items_fail_with_thei
             r"gave up after 11 failed attempts \(max_retries=10\); last error: the handler "
             r"answered HTTP 500" if item.startswith("poison") else r"^fatal item$"
         )  # fmt: skip
-    fleet = scenario.fleet(mariadb_url, feed, handler)
+    fleet = scenario.fleet(shared_url, feed, handler)
     fleet.start(3, args=["--handler-timeout", "1"])
     drained = wait_drained(store, feed.name, 180)
     fleet.stop_and_check()
@@ -51,7 +51,7 @@ def test_a_failing_handler_retries_to_completion_and_poison_items_fail_with_thei
         elif c.outcome.startswith(("done", "gate")) and key in first_failure:
             worst = max(worst, c.t - first_failure.pop(key))
     recovery.record(
-        "5. handler: 30 % 500/timeout/reset/slow + poison",
+        f"5. {database}: handler: 30 % 500/timeout/reset/slow + poison",
         "worst first failure -> answered call (item, gate)",
         worst, f"(drained in {drained:.1f} s)",
     )  # fmt: skip

@@ -20,6 +20,8 @@ from pathlib import Path
 import pytest
 
 from feedwatch import Feed, GateError, PartitionNotFoundError, migrate
+from tests.conftest import database_url
+from tests.faults.conftest import SERVERS
 from tests.support.fault_checks import Expected, verify
 from tests.support.faults import RecoveryLog, Scenario, wait_drained
 
@@ -60,15 +62,16 @@ def produce(feed: Feed, expected: Expected, rng: random.Random, rounds: int) -> 
     return enqueued
 
 
-@pytest.mark.parametrize("database", ["mariadb", "sqlite"])
+@pytest.mark.parametrize("database", [*SERVERS, "sqlite"])
 def test_items_enqueued_at_later_gates_while_watchers_checkpoint_are_never_stranded(
-    scenario: Scenario, database: str, mariadb_url: str, tmp_path: Path, recovery: RecoveryLog
+    scenario: Scenario, database: str, sqlite_url: str, tmp_path: Path, recovery: RecoveryLog
 ) -> None:
-    url = mariadb_url
     if database == "sqlite":
         url = f"sqlite:///{tmp_path / 'feed.db'}"
         migrate(url)
-    seed = SEED + (database == "sqlite")
+    else:
+        url = database_url(database, sqlite_url)
+    seed = SEED + {"mariadb": 0, "sqlite": 1, "postgresql": 2}[database]
     print(f"seed {seed}")
     rng = random.Random(seed)
     handler = scenario.handler(last_gate=0, delay=0.0)
@@ -76,12 +79,12 @@ def test_items_enqueued_at_later_gates_while_watchers_checkpoint_are_never_stran
     expected = Expected()
     fleet = scenario.fleet(url, feed, handler)
     fleet.start(3)
-    enqueued = produce(feed, expected, rng, rounds=200 if database == "mariadb" else 120)
+    enqueued = produce(feed, expected, rng, rounds=120)
     wait_drained(feed.store, feed.name, 120)
     fleet.stop_and_check()
     calls = handler.calls(feed.name)
     report = verify(feed.store, feed.name, expected, calls, allow_reopen=True)
-    done = {}
+    done: dict[tuple[str, str], float] = {}
     for c in calls:
         if c.outcome.startswith("done"):
             done.setdefault((c.partition, c.item), c.t)

@@ -1,8 +1,9 @@
 """Faults of the watchers themselves: killed, frozen, on a skewed clock, outlived by their handler.
 
-Each test runs ``feedwatch watch`` processes on MariaDB with the recording
-handler, injects its fault, measures how long the system took to recover,
-and then checks the whole promise with :func:`tests.support.fault_checks.verify`.
+Each test runs ``feedwatch watch`` processes on MariaDB and on PostgreSQL
+with the recording handler, injects its fault, measures how long the system
+took to recover, and then checks the whole promise with
+:func:`tests.support.fault_checks.verify`.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from feedwatch import Store
 from tests.support.fault_checks import Call, Expected, read_state, verify
 from tests.support.faults import (
     HandlerProcess,
-    MariaDBServer,
+    OwnServer,
     RecoveryLog,
     Scenario,
     WatcherProcess,
@@ -38,14 +39,14 @@ SEED = int(os.environ.get("FEEDWATCH_FAULTS_SEED", "7"))
 
 
 def test_sigkill_mid_batch_loses_nothing_and_commits_each_item_once(
-    scenario: Scenario, mariadb_url: str, recovery: RecoveryLog
+    scenario: Scenario, database: str, shared_url: str, recovery: RecoveryLog
 ) -> None:
     rng = random.Random(SEED)
     handler = scenario.handler(last_gate=2, delay=0.15)
-    feed = scenario.feed(mariadb_url)
+    feed = scenario.feed(shared_url)
     expected = Expected()
-    enqueue_workload(feed, expected, partitions=6, items=40, last_gate=2)
-    fleet = scenario.fleet(mariadb_url, feed, handler)
+    enqueue_workload(feed, expected, partitions=6, items=30, last_gate=2)
+    fleet = scenario.fleet(shared_url, feed, handler)
     fleet.start(3)
     store = feed.store
     takeovers = []
@@ -59,7 +60,7 @@ def test_sigkill_mid_batch_loses_nothing_and_commits_each_item_once(
         wait_taken_over(store, feed.name, victim, held, 60)
         takeovers.append(time.monotonic() - killed)
         recovery.record(
-            "1. SIGKILL mid-batch", "kill -> its partitions leased again", takeovers[-1],
+            f"1. {database}: SIGKILL mid-batch", "kill -> its partitions leased again", takeovers[-1],
             f"({len(held)} partitions, lease 2 s)",
         )  # fmt: skip
     drained = wait_drained(store, feed.name, 120)
@@ -118,16 +119,17 @@ def committed_elsewhere(store: Store, feed: str, calls: list[Call], owner: str) 
 
 
 def test_sigstop_past_the_lease_late_results_are_rejected_and_the_lease_is_lost(
-    scenario: Scenario, own_mariadb: MariaDBServer, recovery: RecoveryLog
+    scenario: Scenario, database: str, own_server: OwnServer, recovery: RecoveryLog
 ) -> None:
-    """On the suite's own MariaDB: a frozen client holds its metadata locks, whoever shares the server."""
-    mariadb_url = own_mariadb.app_url
+    """On a server of the suite's own: a frozen client holds its locks (on MariaDB its
+    metadata locks too), whoever shares the server."""
+    url = own_server.app_url
     handler = scenario.handler(last_gate=1, delay=0.4)
-    feed = scenario.feed(mariadb_url)
+    feed = scenario.feed(url)
     store = feed.store
     expected = Expected()
-    enqueue_workload(feed, expected, partitions=6, items=40, last_gate=1)
-    fleet = scenario.fleet(mariadb_url, feed, handler)
+    enqueue_workload(feed, expected, partitions=6, items=30, last_gate=1)
+    fleet = scenario.fleet(url, feed, handler)
     fleet.start(2)
     victim = fleet.start(1, env={"FEEDWATCH_LOG_LEVEL": "DEBUG"})[0]
     owner = victim.owner()
@@ -138,7 +140,9 @@ def test_sigstop_past_the_lease_late_results_are_rejected_and_the_lease_is_lost(
     in_flight = [c for c in handler.calls(feed.name) if c.watcher == victim.name and c.t > time.time() - 0.6]
     assert held and in_flight, "the victim was stopped holding partitions with calls in flight"
     wait_taken_over(store, feed.name, victim, held, 30)
-    recovery.record("2. SIGSTOP > lease", "stop -> its partitions taken over", time.monotonic() - stopped)
+    recovery.record(
+        f"2. {database}: SIGSTOP > lease", "stop -> its partitions taken over", time.monotonic() - stopped
+    )
     wait_until(
         lambda: committed_elsewhere(store, feed.name, in_flight, owner), 60,
         "the stopped watcher's items in flight to be committed by the others",
@@ -146,7 +150,9 @@ def test_sigstop_past_the_lease_late_results_are_rejected_and_the_lease_is_lost(
     victim.signal(signal.SIGCONT)
     resumed = time.monotonic()
     wait_until(lambda: victim.actions("lease_lost"), 30, f"{victim.name} to log lease_lost")
-    recovery.record("2. SIGSTOP > lease", "SIGCONT -> it logs lease_lost", time.monotonic() - resumed)
+    recovery.record(
+        f"2. {database}: SIGSTOP > lease", "SIGCONT -> it logs lease_lost", time.monotonic() - resumed
+    )
     rejected = wait_until(lambda: victim.actions("lost_race"), 30, "its late results to be rejected")
     wait_drained(store, feed.name, 120)
     fleet.stop_and_check()
@@ -155,7 +161,7 @@ def test_sigstop_past_the_lease_late_results_are_rejected_and_the_lease_is_lost(
 
 
 def test_sigstop_inside_a_transaction_does_not_stall_the_other_watchers(
-    scenario: Scenario, own_mariadb: MariaDBServer, recovery: RecoveryLog
+    scenario: Scenario, database: str, own_server: OwnServer, recovery: RecoveryLog
 ) -> None:
     """A watcher frozen while it holds row locks must not hold the feed hostage.
 
@@ -163,17 +169,17 @@ def test_sigstop_inside_a_transaction_does_not_stall_the_other_watchers(
     still renew their own leases, take its partitions once its lease expires
     and finish every item while it stays frozen (for instance because each
     session bounds how long a transaction may sit idle and how long a lock
-    wait may last, both shorter than a lease). It runs on the suite's own
-    MariaDB: the frozen transaction would hold up whoever shares the server.
+    wait may last, both shorter than a lease). It runs on a server of the
+    suite's own: the frozen transaction would hold up whoever shares the server.
     """
-    mariadb_url = own_mariadb.app_url
+    url = own_server.app_url
     # Enough slow work that the victim is still busy when it is caught.
-    handler = scenario.handler(last_gate=1, delay=0.5)
-    feed = scenario.feed(mariadb_url)
+    handler = scenario.handler(last_gate=1, delay=0.3)
+    feed = scenario.feed(url)
     store = feed.store
     expected = Expected()
-    enqueue_workload(feed, expected, partitions=6, items=200, last_gate=1)
-    fleet = scenario.fleet(mariadb_url, feed, handler)
+    enqueue_workload(feed, expected, partitions=6, items=100, last_gate=1)
+    fleet = scenario.fleet(url, feed, handler)
     victim, *_ = fleet.start(3)
     wait_until(lambda: held_by(store, feed.name, victim), 30, f"{victim.name} to lease")
     stop_at(victim, handler, store, holding_locks=True)
@@ -181,7 +187,7 @@ def test_sigstop_inside_a_transaction_does_not_stall_the_other_watchers(
     try:
         wait_drained(store, feed.name, 120)
         recovery.record(
-            "2b. SIGSTOP inside a transaction", "stop -> the others finish every item",
+            f"2b. {database}: SIGSTOP inside a transaction", "stop -> the others finish every item",
             time.monotonic() - stopped,
         )  # fmt: skip
     finally:
@@ -191,14 +197,14 @@ def test_sigstop_inside_a_transaction_does_not_stall_the_other_watchers(
 
 
 def test_sigkill_with_the_history_table_off_checked_from_the_handler_log_and_final_state(
-    scenario: Scenario, mariadb_url: str, recovery: RecoveryLog
+    scenario: Scenario, database: str, shared_url: str, recovery: RecoveryLog
 ) -> None:
     handler = scenario.handler(last_gate=2, delay=0.15)
-    feed = scenario.feed(mariadb_url, history=False)
+    feed = scenario.feed(shared_url, history=False)
     store = feed.store
     expected = Expected()
-    enqueue_workload(feed, expected, partitions=4, items=30, last_gate=2)
-    fleet = scenario.fleet(mariadb_url, feed, handler)
+    enqueue_workload(feed, expected, partitions=4, items=20, last_gate=2)
+    fleet = scenario.fleet(shared_url, feed, handler)
     fleet.start(3)
     victim = busy_watcher(store, feed.name, fleet, handler)
     held = held_by(store, feed.name, victim)
@@ -206,7 +212,9 @@ def test_sigkill_with_the_history_table_off_checked_from_the_handler_log_and_fin
     killed = time.monotonic()
     wait_taken_over(store, feed.name, victim, held, 60)
     recovery.record(
-        "1. SIGKILL, history off", "kill -> its partitions leased again", time.monotonic() - killed
+        f"1. {database}: SIGKILL, history off",
+        "kill -> its partitions leased again",
+        time.monotonic() - killed,
     )
     wait_drained(store, feed.name, 120)
     fleet.stop_and_check()
@@ -215,15 +223,15 @@ def test_sigkill_with_the_history_table_off_checked_from_the_handler_log_and_fin
 
 
 def test_a_watcher_clock_skewed_by_tens_of_seconds_changes_nothing(
-    scenario: Scenario, mariadb_url: str, recovery: RecoveryLog
+    scenario: Scenario, database: str, shared_url: str, recovery: RecoveryLog
 ) -> None:
     """Leases are judged by database time: a watcher 40 s ahead or behind neither steals nor stalls."""
     handler = scenario.handler(last_gate=1, delay=0.2)
-    feed = scenario.feed(mariadb_url)
+    feed = scenario.feed(shared_url)
     store = feed.store
     expected = Expected()
-    enqueue_workload(feed, expected, partitions=6, items=40, last_gate=1)
-    fleet = scenario.fleet(mariadb_url, feed, handler)
+    enqueue_workload(feed, expected, partitions=6, items=30, last_gate=1)
+    fleet = scenario.fleet(shared_url, feed, handler)
     normal = fleet.start(1)[0]
     wait_until(lambda: len(held_by(store, feed.name, normal)) == 6, 30, "w1 to lease all")
     ahead = fleet.start(1, prefix=["faketime", "-f", "+40s"])[0]
@@ -247,7 +255,8 @@ def test_a_watcher_clock_skewed_by_tens_of_seconds_changes_nothing(
     )  # fmt: skip
     takeover = time.monotonic() - killed
     recovery.record(
-        "6. clock skew +-40 s", "kill of the unskewed watcher -> skewed ones take over", takeover,
+        f"6. {database}: clock skew +-40 s", "kill of the unskewed watcher -> skewed ones take over",
+        takeover,
         "(lease 2 s: expiry judged by database time)",
     )  # fmt: skip
     assert 0.5 < takeover < 10, "takeover should take about one lease, by database time"
@@ -259,14 +268,14 @@ def test_a_watcher_clock_skewed_by_tens_of_seconds_changes_nothing(
 
 
 def test_a_handler_slower_than_the_lease_is_called_once_per_item(
-    scenario: Scenario, mariadb_url: str, recovery: RecoveryLog
+    scenario: Scenario, database: str, shared_url: str, recovery: RecoveryLog
 ) -> None:
     """The lease is renewed while calls are in flight: nobody else starts the same item."""
-    handler = scenario.handler(last_gate=1, delay=0.05, delay_prefix="slow", delay_items=5.0)
-    feed = scenario.feed(mariadb_url)
+    handler = scenario.handler(last_gate=1, delay=0.05, delay_prefix="slow", delay_items=4.0)
+    feed = scenario.feed(shared_url)
     store = feed.store
     expected = Expected()
-    fleet = scenario.fleet(mariadb_url, feed, handler)
+    fleet = scenario.fleet(shared_url, feed, handler)
     # A hand-off waits for calls in flight up to the grace period: longer than the slowest call.
     fleet.start(3, args=["--handler-timeout", "20", "--grace-period", "15"])
     for p in range(6):
@@ -286,7 +295,7 @@ def test_a_handler_slower_than_the_lease_is_called_once_per_item(
     slow = [c for c in calls if c.item.startswith("slow")]
     assert len(slow) == 6 * 3 * 2
     recovery.record(
-        "9. handler slower than the lease", "drain with 5 s calls, lease 2 s", drained,
+        f"9. {database}: handler slower than the lease", "drain with 4 s calls, lease 2 s", drained,
         "(0 repeated calls)",
     )  # fmt: skip
     verify(store, feed.name, expected, calls)

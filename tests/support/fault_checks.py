@@ -100,7 +100,7 @@ class Report:
 
 
 def read_calls(path: Path, feed: str | None = None) -> list[Call]:
-    calls = []
+    calls: list[Call] = []
     if not path.exists():
         return calls
     for line in path.read_text().splitlines():
@@ -218,7 +218,8 @@ def check_results_came_from_calls(state: State, calls: list[Call], expected: Exp
     for key, (status, gate, data, _) in sorted(state.items.items()):
         if status != "complete" or key not in expected.items:
             continue
-        call = by_n.get(data.get("by")) if isinstance(data, dict) else None
+        by = data.get("by") if isinstance(data, dict) else None
+        call = by_n.get(by) if isinstance(by, int) else None
         if call is None or (call.partition, call.item) != key:
             problems.append(f"item {'/'.join(key)} holds data {data!r} that no call of it answered")
         elif not call.outcome.startswith("done") or call.gate != gate:
@@ -241,8 +242,7 @@ def check_calls(calls: list[Call], expected: Expected) -> list[str]:
         gates_called[(c.partition, c.item)].add(c.gate)
         first.setdefault((c.partition, c.item, c.gate), c.n)
     for (p, _, g), n in first.items():
-        key = (p, g)
-        first_in_partition_after[key] = min(first_in_partition_after.get(key, n), n)
+        first_in_partition_after[(p, g)] = min(first_in_partition_after.get((p, g), n), n)
     for key, last in expected.items.items():
         if key in expected.failed:
             continue

@@ -1,4 +1,4 @@
-"""A TCP proxy on loopback that the fault tests steer: the network between watchers and MariaDB.
+"""A TCP proxy on loopback that the fault tests steer: the network between watchers and a database.
 
 It runs its own asyncio loop in a thread. The test can
 
@@ -12,9 +12,18 @@ It runs its own asyncio loop in a thread. The test can
   before the answer reaches the client: the client cannot know whether its
   transaction committed (an ambiguous commit).
 
-The MySQL protocol is read only as far as needed: client packets are a
-3-byte length, a sequence byte and a payload; ``COM_QUERY`` is ``0x03``
-followed by the SQL text (PyMySQL sends it in clear, parameters inlined).
+Pausing and cutting work for any protocol. For the ambiguous commit the
+client's protocol is read only as far as needed to see SQL text:
+
+- MySQL: packets are a 3-byte length, a sequence byte and a payload;
+  ``COM_QUERY`` is ``0x03`` followed by the SQL text (PyMySQL sends it in
+  clear, parameters inlined).
+- PostgreSQL: after the untyped start-up messages (an SSL or GSS request,
+  then the startup message: a 4-byte length and a 4-byte code each),
+  messages are a type byte and a 4-byte length that counts itself; a simple
+  query ``Q`` carries the SQL text (psycopg sends ``COMMIT`` so), a ``Parse``
+  (``P``) a statement name and then the SQL text (the result commit's UPDATE).
+  TLS would hide all of it: the servers of the tests run without it.
 """
 
 from __future__ import annotations
@@ -41,6 +50,8 @@ class _Conn:
     buffer: bytearray = field(default_factory=bytearray)
     wrote_results: bool = False
     cut_pending: bool = False
+    #: PostgreSQL: still in the untyped start-up messages.
+    starting: bool = True
 
 
 def _rst(writer: asyncio.StreamWriter | None) -> None:
@@ -55,8 +66,14 @@ def _rst(writer: asyncio.StreamWriter | None) -> None:
     writer.transport.abort()
 
 
+#: PostgreSQL start-up request codes that another start-up message follows (SSL, GSS encryption).
+_PG_REQUESTS = {80877103, 80877104}
+
+
 class TCPProxy:
-    def __init__(self, target_host: str, target_port: int) -> None:
+    def __init__(self, target_host: str, target_port: int, protocol: str = "mysql") -> None:
+        assert protocol in ("mysql", "postgresql"), protocol
+        self.protocol = protocol
         self.target = (target_host, target_port)
         self.port = 0
         self.conns: set[_Conn] = set()
@@ -178,21 +195,49 @@ class TCPProxy:
             await conn.server.drain()
         self._close(conn)
 
+    def _next_sql(self, conn: _Conn, buf: bytearray, offset: int) -> tuple[int, bytes | None] | None:
+        """The end of the client message at ``offset`` and its SQL text (if it has one);
+        None while the message is incomplete."""
+        if self.protocol == "mysql":
+            if len(buf) - offset < 4:
+                return None
+            length = buf[offset] | buf[offset + 1] << 8 | buf[offset + 2] << 16
+            if len(buf) - offset < 4 + length:
+                return None
+            payload = bytes(buf[offset + 4 : offset + 4 + length])
+            sql = payload[1:] if payload and payload[0] == COM_QUERY else None
+            return offset + 4 + length, sql
+        if conn.starting:
+            if len(buf) - offset < 8:
+                return None
+            length, code = struct.unpack_from("!ii", buf, offset)
+            if len(buf) - offset < length:
+                return None
+            conn.starting = code in _PG_REQUESTS
+            return offset + length, None
+        if len(buf) - offset < 5:
+            return None
+        kind = buf[offset]
+        (length,) = struct.unpack_from("!i", buf, offset + 1)
+        if len(buf) - offset < 1 + length:
+            return None
+        payload = bytes(buf[offset + 5 : offset + 1 + length])
+        if kind == ord("Q"):
+            return offset + 1 + length, payload.split(b"\0", 1)[0]
+        if kind == ord("P"):
+            return offset + 1 + length, payload.split(b"\0", 2)[1]
+        return offset + 1 + length, None
+
     def _scan(self, conn: _Conn, data: bytes) -> int:
-        """Read whole client packets; return how much of ``data`` to forward."""
+        """Read whole client messages; return how much of ``data`` to forward."""
         buf = conn.buffer
         buf += data
         consumed_before = len(buf) - len(data)
         offset = 0
-        while len(buf) - offset >= 4:
-            length = buf[offset] | buf[offset + 1] << 8 | buf[offset + 2] << 16
-            if len(buf) - offset < 4 + length:
-                break
-            payload = bytes(buf[offset + 4 : offset + 4 + length])
-            offset += 4 + length
-            if not payload or payload[0] != COM_QUERY:
+        while (message := self._next_sql(conn, buf, offset)) is not None:
+            offset, sql = message
+            if sql is None:
                 continue
-            sql = payload[1:]
             if RESULT_MARK in sql:
                 conn.wrote_results = True
             elif sql.strip().upper() in (b"COMMIT", b"ROLLBACK"):

@@ -1,11 +1,11 @@
-"""The fault harness: a recording handler process, watcher fleets, a MariaDB of the suite's own.
+"""The fault harness: a recording handler process, watcher fleets, database servers of its own.
 
 Everything here is real: ``feedwatch watch`` subprocesses (started with
 :func:`tests.support.processes.start_watcher`), the HTTP handler of
 :mod:`tests.support.handler_recording` as its own process, and ``mariadbd``
-started from a temporary data directory. Every process is started, signalled
-and stopped by its PID, and only processes started here are ever signalled.
-Every wait has a deadline.
+and ``postgres`` (as the ``postgres`` user) started from temporary data
+directories. Every process is started, signalled and stopped by its PID, and
+only processes started here are ever signalled. Every wait has a deadline.
 """
 
 from __future__ import annotations
@@ -27,8 +27,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import psycopg
 import pymysql
-from sqlalchemy import func, select, text
+from sqlalchemy import func, make_url, select, text
 
 from feedwatch import Feed, Store
 from feedwatch.testing import wait_for
@@ -441,6 +442,18 @@ class MariaDBServer:
             os.kill(self.proc.pid, signal.SIGKILL)
             self.proc.wait(30)
 
+    def shutdown(self, *, crash: bool) -> None:
+        """A clean shutdown (SIGTERM), or a crash (SIGKILL: InnoDB recovers at the next start)."""
+        self.stop(signal.SIGKILL if crash else signal.SIGTERM)
+
+    def set_read_only(self, on: bool) -> None:
+        """``read_only``: writes of users without READ ONLY ADMIN fail at once (error 1290)."""
+        self.sql(f"SET GLOBAL read_only = {int(on)}")
+
+    def deadlocks(self) -> int:
+        """Deadlocks the server detected since it started (the whole server is the suite's)."""
+        return int(self.sql("SHOW GLOBAL STATUS LIKE 'Innodb_deadlocks'")[0][1])
+
     def sql(self, *statements: str) -> list[tuple[Any, ...]]:
         conn = pymysql.connect(unix_socket=str(self.socket), user="root", connect_timeout=5)
         try:
@@ -457,6 +470,114 @@ class MariaDBServer:
     def destroy(self) -> None:
         self.stop()
         shutil.rmtree(self.base, ignore_errors=True)
+
+
+class PostgresServer:
+    """``postgres`` from a temporary data directory (``initdb``), started and stopped by PID.
+
+    It runs as the ``postgres`` system user (PostgreSQL refuses root). The
+    watchers connect as ``fwapp``, an ordinary role owning the ``feedwatch``
+    database; the suite administers the server as ``postgres`` over its
+    socket. Durability is off (``fsync``): a crash here is the server's, not
+    the disk's.
+    """
+
+    APP_USER = "fwapp"
+
+    def __init__(self, preferred_port: int = 25432) -> None:
+        self.bin = Path(sorted(Path("/usr/lib/postgresql").glob("*/bin/postgres"))[-1]).parent
+        self.base = Path(tempfile.mkdtemp(prefix="fwfaults-postgres-"))
+        self.datadir = self.base / "data"
+        self.log = self.base / "server.log"
+        self.port = free_port(preferred_port)
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def app_url(self) -> str:
+        return f"postgresql+psycopg://{self.APP_USER}:{self.APP_USER}@127.0.0.1:{self.port}/feedwatch"
+
+    def install(self) -> PostgresServer:
+        shutil.chown(self.base, "postgres", "postgres")
+        result = subprocess.run(
+            [str(self.bin / "initdb"), "-D", str(self.datadir), "-U", "postgres", "--auth=trust",
+             "--no-sync"],
+            capture_output=True, timeout=180, check=False, user="postgres",
+        )  # fmt: skip
+        assert result.returncode == 0, f"initdb failed: {result.stderr.decode()[-2000:]}"
+        self.start()
+        self.sql(f"CREATE ROLE {self.APP_USER} LOGIN PASSWORD '{self.APP_USER}'")
+        self.sql(f"CREATE DATABASE feedwatch OWNER {self.APP_USER}")
+        return self
+
+    def start(self, timeout: float = 120) -> float:
+        """Start ``postgres``; return the seconds until it accepted connections."""
+        assert self.proc is None or self.proc.poll() is not None, "postgres is already running"
+        began = time.monotonic()
+        with open(self.log, "ab") as out:
+            self.proc = subprocess.Popen(
+                [str(self.bin / "postgres"), "-D", str(self.datadir), "-p", str(self.port),
+                 "-k", str(self.base), "-c", "listen_addresses=127.0.0.1", "-c", "max_connections=300",
+                 "-c", "fsync=off", "-c", "synchronous_commit=off", "-c", "full_page_writes=off",
+                 "-c", "shared_buffers=64MB"],
+                stdout=out, stderr=out, user="postgres",
+            )  # fmt: skip
+        wait_until(self._ready, timeout, f"postgres to accept connections (see {self.log})", 0.2)
+        return time.monotonic() - began
+
+    def _ready(self) -> bool:
+        assert self.proc is not None
+        if self.proc.poll() is not None:
+            raise AssertionError(f"postgres exited: {self.log.read_text()[-3000:]}")
+        try:
+            self.sql("SELECT 1")
+        except psycopg.OperationalError:
+            return False
+        return True
+
+    def stop(self, sig: int = signal.SIGINT, timeout: float = 120) -> None:
+        """SIGINT: fast shutdown; SIGQUIT: immediate shutdown (crash recovery at the next start)."""
+        if self.proc is None or self.proc.poll() is not None:
+            return
+        os.kill(self.proc.pid, sig)
+        try:
+            self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            os.kill(self.proc.pid, signal.SIGQUIT)
+            self.proc.wait(30)
+
+    def shutdown(self, *, crash: bool) -> None:
+        """A fast shutdown, or an immediate one: PostgreSQL's crash (SIGKILL of the postmaster
+        would leave its backends holding the shared memory, and no new server could start)."""
+        self.stop(signal.SIGQUIT if crash else signal.SIGINT)
+
+    def set_read_only(self, on: bool) -> None:
+        """``default_transaction_read_only`` for every session, at its next statement (a reload)."""
+        self.sql(
+            f"ALTER SYSTEM SET default_transaction_read_only = {'on' if on else 'off'}",
+            "SELECT pg_reload_conf()",
+        )
+
+    def deadlocks(self) -> int:
+        return int(self.sql("SELECT deadlocks FROM pg_stat_database WHERE datname = 'feedwatch'")[0][0])
+
+    def sql(self, *statements: str) -> list[tuple[Any, ...]]:
+        with psycopg.connect(
+            host=str(self.base), port=self.port, user="postgres", dbname="postgres",
+            autocommit=True, connect_timeout=5,
+        ) as conn:  # fmt: skip
+            rows: list[tuple[Any, ...]] = []
+            for statement in statements:
+                cursor = conn.execute(statement)  # the suite's own SQL
+                rows = list(cursor.fetchall()) if cursor.description else []
+            return rows
+
+    def destroy(self) -> None:
+        self.stop()
+        shutil.rmtree(self.base, ignore_errors=True)
+
+
+#: A database server of the suite's own: MariaDB or PostgreSQL.
+OwnServer = MariaDBServer | PostgresServer
 
 
 # -- the recovery table ---------------------------------------------------------------
@@ -521,10 +642,13 @@ class Scenario:
         self.fleets.append(fleet)
         return fleet
 
-    def proxy(self, host: str, port: int) -> TCPProxy:
-        proxy = TCPProxy(host, port).start()
+    def proxy(self, url: str) -> tuple[TCPProxy, str]:
+        """A proxy in front of the database at ``url``, and the URL that goes through it."""
+        parsed = make_url(url)
+        protocol = "postgresql" if parsed.get_backend_name() == "postgresql" else "mysql"
+        proxy = TCPProxy(parsed.host or "127.0.0.1", parsed.port or 3306, protocol).start()
         self.proxies.append(proxy)
-        return proxy
+        return proxy, parsed.set(port=proxy.port).render_as_string(hide_password=False)
 
     def close(self) -> None:
         for fleet in self.fleets:
@@ -577,8 +701,18 @@ def client_ports(pid: int) -> set[int]:
 
 
 def locking_transactions(store: Store, pid: int, *, blocking: bool = False) -> int:
-    """Open InnoDB transactions of process ``pid`` that hold locks (that block others, if asked)."""
+    """Open transactions of process ``pid`` that hold row locks (that block others, if asked)."""
     ports = client_ports(pid)
+    if store.dialect == "postgresql":
+        # A transaction that wrote or locked a row has an xid.
+        held = (
+            "pid IN (SELECT unnest(pg_blocking_pids(pid)) FROM pg_stat_activity)"
+            if blocking
+            else "backend_xid IS NOT NULL"
+        )
+        query = f"SELECT client_port FROM pg_stat_activity WHERE datname = current_database() AND {held}"
+        clients = read(store, lambda c: list(c.execute(text(query)).scalars()))
+        return sum(1 for port in clients if port in ports)
     query = (
         "SELECT p.HOST FROM information_schema.innodb_trx t "
         "JOIN information_schema.processlist p ON p.ID = t.trx_mysql_thread_id "
