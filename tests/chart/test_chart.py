@@ -23,7 +23,8 @@ from typing import Any
 import pytest
 import yaml
 
-from tests.conftest import MARIADB_URL
+from feedwatch import Feed
+from tests.conftest import MARIADB_URL, database_url
 from tests.service.helpers import free_port
 from tests.support.kubernetes import KubeEnv, wait_until
 
@@ -119,7 +120,7 @@ def apply_crd(kube: KubeEnv) -> None:
     kube.kubectl("wait", "--for=condition=Established", f"crd/{CRD_NAME}", "--timeout=60s")
 
 
-def feedwatcher(name: str, namespace: str) -> dict[str, Any]:
+def feedwatcher(name: str, namespace: str, **spec: Any) -> dict[str, Any]:
     return {
         "apiVersion": "feedwatch.dev/v1alpha1",
         "kind": "FeedWatcher",
@@ -128,8 +129,17 @@ def feedwatcher(name: str, namespace: str) -> dict[str, Any]:
             "database": {"urlSecretRef": {"name": "feedwatch-db"}, "migrate": True},
             "handler": {"url": "http://127.0.0.1:9/items"},
             "replicas": 1,
+            **spec,
         },
     }
+
+
+def hook_command(kube: KubeEnv, *values: str) -> tuple[list[str], dict[str, str]]:
+    """The `helm test` pod's command (with this Python) and environment, as rendered."""
+    (pod,) = by_kind(documents(render(kube, *values).stdout))["Pod"]
+    (container,) = pod["spec"]["containers"]
+    command = [sys.executable if part == "python3" else part for part in container["command"]]
+    return command, {e["name"]: e["value"] for e in container["env"]}
 
 
 # ----------------------------------------------------------------- rendering
@@ -261,12 +271,8 @@ def test_the_helm_test_hook_command_passes_against_a_live_health_endpoint_and_fa
     kube: KubeEnv, tmp_path: Path
 ) -> None:
     """The hook pod's script, run here with its URL pointed at a local /healthz."""
-    kinds = by_kind(documents(render(kube, "--set", "helmTest.timeoutSeconds=3").stdout))
-    (pod,) = kinds["Pod"]
-    (container,) = pod["spec"]["containers"]
-    env = {e["name"]: e["value"] for e in container["env"]}
+    command, env = hook_command(kube, "--set", "helmTest.timeoutSeconds=3")
     assert env["HEALTH_URL"] == "http://t-feedwatch-test.default.svc:8080/healthz"
-    command = [sys.executable if part == "python3" else part for part in container["command"]]
     port = free_port()
     server = subprocess.Popen(
         [
@@ -459,10 +465,11 @@ def test_the_operator_reconciles_with_only_the_charts_service_account(
         "create", "secret", "generic", "feedwatch-db", "-n", namespace, f"--from-literal=url={MARIADB_URL}"
     )
     log = tmp_path / "operator.log"
+    health_port = free_port()
     env = {
         **as_operator,
         "PYTHONPATH": os.pathsep.join([str(ROOT / "operator"), os.environ.get("PYTHONPATH", "")]),
-        "FEEDWATCH_OPERATOR_HEALTH_PORT": str(free_port()),
+        "FEEDWATCH_OPERATOR_HEALTH_PORT": str(health_port),
         "FEEDWATCH_OPERATOR_WATCHER_IMAGE": "localhost/feedwatch:test",
     }
     with log.open("ab") as out:
@@ -490,6 +497,36 @@ def test_the_operator_reconciles_with_only_the_charts_service_account(
             timeout=60,
             message=lambda: f"status.observedGeneration, operator log:\n{log.read_text()[-4000:]}",
         )
+
+        # Autoscaling with the chart's rights: two due partitions, one per replica -> 2 replicas.
+        feed = Feed.create(database_url("mariadb", "sqlite://"), f"rbac{uuid.uuid4().hex[:8]}")  # migrated
+        try:
+            for part in ("p0", "p1"):
+                feed.enqueue(part, {"i0": {"n": 1}})
+            autoscaling = {
+                "enabled": True, "minReplicaCount": 0, "maxReplicaCount": 3,
+                "targetBacklogPerReplica": 1, "pollingInterval": 1,
+            }  # fmt: skip
+            scaled = feedwatcher("rbac-scale", namespace, feed=feed.name, autoscaling=autoscaling)
+            kube.kubectl("apply", "-f", "-", input=json.dumps(scaled))
+            wait_until(
+                lambda: (
+                    kubectl_json(kube, "get", "deployment", "rbac-scale", "-n", namespace)["spec"]["replicas"]
+                    == 2
+                ),
+                timeout=120,
+                message=lambda: f"the autoscaler's 2 replicas, operator log:\n{log.read_text()[-4000:]}",
+            )
+        finally:
+            feed.store.close()
+
+        # The `helm test` hook's script passes against this operator's /healthz.
+        command, hook_env = hook_command(kube)
+        hook_env["HEALTH_URL"] = f"http://127.0.0.1:{health_port}/healthz"
+        hook = subprocess.run(
+            command, env={**os.environ, **hook_env}, check=False, capture_output=True, text=True, timeout=90
+        )
+        assert hook.returncode == 0, hook.stdout + hook.stderr
         assert operator.poll() is None, log.read_text()[-4000:]
     finally:
         operator.send_signal(signal.SIGTERM)
