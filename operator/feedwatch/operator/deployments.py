@@ -205,6 +205,9 @@ def owned_by(deployment: Mapping[str, Any], uid: str) -> bool:
 #: Left out of the drift comparison: the API server rewrites quantities (0.1 -> 100m),
 #: so a hand edit there is only caught with the next change of the spec.
 _NOT_COMPARED = frozenset({"resources"})
+#: The API server drops empty values (``env: [{name: X, value: ""}]`` comes back without
+#: ``value``): absent in the live object is the same as empty in the desired one.
+_OMITTED_WHEN_EMPTY: tuple[Any, ...] = ("", [], {})
 
 
 def contains(live: Any, desired: Any) -> bool:
@@ -213,7 +216,8 @@ def contains(live: Any, desired: Any) -> bool:
         if not isinstance(live, Mapping):
             return False
         return all(
-            key in _NOT_COMPARED or (key in live and contains(live[key], value))
+            key in _NOT_COMPARED
+            or (contains(live[key], value) if key in live else value in _OMITTED_WHEN_EMPTY)
             for key, value in desired.items()
         )
     if isinstance(desired, list):
