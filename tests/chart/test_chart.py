@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -537,3 +538,65 @@ def test_the_operator_reconciles_with_only_the_charts_service_account(
             operator.wait(10)
     text = log.read_text()
     assert "403" not in text and "forbidden" not in text.lower(), text[-4000:]
+
+
+# ------------------------------------------------------------------- values
+#: Keys whose content is Kubernetes' own (documented by their parent's comment).
+FREE_FORM = {
+    "global", "commonLabels", "resources", "podAnnotations", "podLabels", "podSecurityContext",
+    "containerSecurityContext", "nodeSelector", "affinity", "annotations", "labels",
+}  # fmt: skip
+
+
+def _value_paths(values: dict[str, Any], prefix: str = "") -> list[str]:
+    paths = []
+    for key, value in values.items():
+        paths.append(prefix + key)
+        if isinstance(value, dict) and key not in FREE_FORM:
+            paths += _value_paths(value, f"{prefix}{key}.")
+    return paths
+
+
+def _schema_paths(schema: dict[str, Any], prefix: str = "") -> list[str]:
+    paths = []
+    for key, sub in schema.get("properties", {}).items():
+        paths.append(prefix + key)
+        if sub.get("type") == "object" and "properties" in sub:
+            assert sub.get("additionalProperties") is False, f"{prefix}{key} accepts unknown keys"
+            paths += _schema_paths(sub, f"{prefix}{key}.")
+    return paths
+
+
+def test_every_value_is_commented_and_in_the_schema_and_the_schema_has_nothing_else() -> None:
+    text = (CHART / "values.yaml").read_text()
+    values = yaml.safe_load(text)
+    schema = json.loads((CHART / "values.schema.json").read_text())
+    assert schema["additionalProperties"] is False
+    assert sorted(_value_paths(values)) == sorted(_schema_paths(schema))
+    # Each value (a leaf, or a free-form map) has its own comment right above it.
+    leaves = {
+        path
+        for path in _value_paths(values)
+        if not isinstance(_lookup(values, path), dict) or path.rsplit(".", 1)[-1] in FREE_FORM
+    }
+    stack: list[tuple[int, str]] = []
+    lines = text.splitlines()
+    for number, line in enumerate(lines):
+        match = re.match(r"^( *)([A-Za-z][A-Za-z0-9]*):", line)
+        if not match:
+            continue
+        indent = len(match.group(1))
+        stack = [(i, k) for i, k in stack if i < indent] + [(indent, match.group(2))]
+        path = ".".join(k for _, k in stack)
+        if path in leaves:
+            leaves.discard(path)
+            assert lines[number - 1].lstrip().startswith("#"), (
+                f"values.yaml line {number + 1}: {path} has no comment"
+            )
+    assert not leaves, f"values not found line by line: {leaves}"
+
+
+def _lookup(values: dict[str, Any], path: str) -> Any:
+    for key in path.split("."):
+        values = values[key]
+    return values
