@@ -200,13 +200,18 @@ def _live(desired: dict[str, Any]) -> dict[str, Any]:
     container = live["spec"]["template"]["spec"]["containers"][0]
     container["terminationMessagePath"] = "/dev/termination-log"
     container["resources"] = {"requests": {"cpu": "100m"}}  # normalised from 0.1
+    # An empty env value is dropped (omitempty), e.g. FEEDWATCH_TABLE_PREFIX "".
+    container["env"] = [{k: v for k, v in e.items() if v != ""} for e in container["env"]]
     live["status"] = {"replicas": 2}
     return live
 
 
 def test_an_unchanged_deployment_needs_no_apply_and_drift_does() -> None:
-    desired = deployments.with_applied_hash(_build(resources={"requests": {"cpu": 0.1}}))
+    desired = deployments.with_applied_hash(
+        _build(resources={"requests": {"cpu": 0.1}}, database={"urlSecretRef": {"name": "db"}})
+    )
     live = _live(desired)
+    assert "value" not in live["spec"]["template"]["spec"]["containers"][0]["env"][2]
     assert not deployments.needs_apply(desired, live)
     assert deployments.needs_apply(desired, None)
 
