@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import signal
 import socket
+import sqlite3
 import threading
 import time
 import urllib.error
@@ -29,6 +30,7 @@ from feedwatch.observability.health import HealthServer
 from feedwatch.processors.contract import GATE_MAX
 from feedwatch.store.records import ItemOutcome
 from feedwatch.testing import RecordingProcessor, WatcherRunner, wait_for
+from tests.conftest import database_url
 from tests.engine.helpers import FAST
 from tests.support.processes import start_watcher, stop
 
@@ -421,3 +423,40 @@ def test_healthz_turns_unhealthy_when_an_item_stays_in_flight_past_its_deadline(
             runner._loop.call_soon_threadsafe(processor.release.set)
             wait_for(lambda: probe()[0] == 200, timeout=30)
             wait_for(lambda: feed.partition("p").status == "complete", timeout=30)
+
+
+def test_healthz_turns_unhealthy_while_results_cannot_be_committed_for_longer_than_the_lease(
+    sqlite_url: str, feed_name: str
+) -> None:
+    """Another connection holds SQLite's write lock: the committer's writes wait, then heal."""
+    store = Store.open(database_url("sqlite", sqlite_url))
+    lock = sqlite3.connect(sqlite_url.removeprefix("sqlite:///"), isolation_level=None)
+    try:
+        feed = Feed.create(store, feed_name)
+        feed.enqueue("p", {"x": 1})
+        go = threading.Event()
+
+        def work(item: Item) -> Result:
+            go.wait(30)
+            return Result.complete()
+
+        settings = FAST.replace(handler_timeout=30)  # the item check stays quiet: only commits wedge
+        with (
+            WatcherRunner(store, feed.name, CallableProcessor(work, timeout=30), settings) as runner,
+            serve_health(runner) as probe,
+        ):
+            wait_for(lambda: feed.items("p")[0].attempts == 1, timeout=30)
+            lock.execute("BEGIN EXCLUSIVE")
+            go.set()
+            body = wait_for(lambda: unhealthy(probe), timeout=30)
+            assert "results not committed for" in body and "over the lease (2 s)" in body, body
+            lock.execute("ROLLBACK")
+            wait_for(lambda: probe()[0] == 200, timeout=60)
+            wait_for(lambda: feed.items("p")[0].status == "complete", timeout=30)
+            healthy(runner)
+    finally:
+        go.set()
+        if lock.in_transaction:
+            lock.execute("ROLLBACK")
+        lock.close()
+        store.close()

@@ -40,7 +40,7 @@ from tests.engine.helpers import FAST
 pytestmark = pytest.mark.engine
 
 EXAMPLES = settings(
-    max_examples=15,
+    max_examples=10,
     deadline=None,
     database=None,
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],

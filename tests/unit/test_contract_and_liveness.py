@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import random
 import threading
 import time
@@ -13,7 +14,9 @@ import pytest
 from feedwatch import PermanentError, Result, RetryableError
 from feedwatch.engine import retrying
 from feedwatch.observability.health import Liveness
+from feedwatch.processors.base import Item
 from feedwatch.processors.contract import GATE_MAX, check_gate, parse_reply
+from feedwatch.processors.http import HTTPProcessor
 from feedwatch.processors.python import coerce_result
 from feedwatch.processors.threads import DaemonThreadPool
 from feedwatch.settings import FeedSettings
@@ -171,3 +174,20 @@ def test_the_daemon_pool_is_bounded_and_its_shutdown_never_waits_for_a_hung_call
         pool.submit(lambda: None)
     release.set()
     assert all(f.result(10) is True for f in hung)
+
+
+def test_an_item_id_that_cannot_be_an_http_header_fails_permanently_and_says_why() -> None:
+    processor = HTTPProcessor("http://127.0.0.1:9/", feed="f", headers={"Authorization": "secret\n"})
+    item = Item(feed="f", partition="p", id="a\r\nX-Evil: 1", gate=0, attempt=1, data=None, content_type="x")
+
+    async def call() -> None:
+        try:
+            await processor.process(item)
+        finally:
+            await processor.close()
+
+    with pytest.raises(
+        PermanentError, match=r"X-Feed-Item 'a\\r\\nX-Evil: 1' holds control characters"
+    ) as raised:
+        asyncio.run(call())
+    assert "secret" not in str(raised.value)

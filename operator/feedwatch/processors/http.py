@@ -18,7 +18,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 import aiohttp
 
-from feedwatch.errors import ConfigurationError, RetryableError
+from feedwatch.errors import ConfigurationError, PermanentError, RetryableError
 from feedwatch.processors.base import Item, Result
 from feedwatch.processors.contract import parse_reply
 
@@ -130,6 +130,13 @@ class HTTPProcessor:
             "X-Feed-Gate": str(item.gate),
             "X-Feed-Attempt": str(item.attempt),
         }
+        for name in ("Content-Type", "X-Feed-Partition", "X-Feed-Item"):  # never the configured ones
+            value = headers[name]
+            if any(ord(c) < 32 or ord(c) == 127 for c in value):
+                # Enqueue refuses such ids now; an item stored before cannot be sent.
+                raise PermanentError(
+                    f"{name} {value!r} holds control characters and cannot be sent as an HTTP header"
+                )
         try:
             async with self._client().post(
                 self.url, data=item.data or b"", headers=headers, allow_redirects=False
