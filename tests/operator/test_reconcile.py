@@ -349,3 +349,18 @@ def test_with_the_operator_stopped_a_feedwatcher_can_still_be_deleted(
         timeout=60,
         message="the garbage collector to delete the Deployment",
     )
+
+
+def test_a_pod_template_the_api_server_refuses_is_invalid_spec_and_keeps_the_last_good_deployment(
+    ready_fw: tuple[KubeEnv, str, str, dict[str, Any]],
+) -> None:
+    kube, namespace, name, _ = ready_fw
+    before = _deployment(kube, namespace, name)
+    patch_spec(kube, namespace, name, {"podTemplate": {"spec": {"tolerations": [{"operator": "Sometimes"}]}}})
+    body = wait_for_condition(kube, namespace, name, "Degraded", reason="InvalidSpec")
+    assert "refused the Deployment" in condition(body, "Degraded")["message"]
+    after = _deployment(kube, namespace, name)
+    assert after["metadata"]["generation"] == before["metadata"]["generation"]  # left as it was
+
+    patch_spec(kube, namespace, name, {"podTemplate": None})
+    wait_for_condition(kube, namespace, name, "Ready", reason="DeploymentAvailable")
