@@ -43,11 +43,13 @@ def _feed() -> str:
 
 
 def _deployment(kube: KubeEnv, namespace: str, name: str) -> dict[str, Any]:
-    return wait_until(
+    found = wait_until(
         lambda: read_deployment(kube, namespace, name),
         timeout=60,
         message=f"Deployment {namespace}/{name}",
     )
+    assert found is not None
+    return found
 
 
 def _env(deployment: dict[str, Any]) -> dict[str, Any]:

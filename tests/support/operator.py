@@ -359,7 +359,9 @@ def wait_for_condition(
         tail = operator.log_tail() if operator is not None else ""
         return f"{namespace}/{name}: {type_}={status} ({reason}); status now: {current}\n{tail}"
 
-    return wait_until(check, timeout=timeout, message=explain)
+    found = wait_until(check, timeout=timeout, message=explain)
+    assert found is not None
+    return found
 
 
 def events(kube: KubeEnv, namespace: str, name: str) -> list[dict[str, Any]]:
