@@ -376,13 +376,15 @@ class AutoscalingPass:
                 database_url=url,
                 now=datetime.now(UTC),
             )
+            before = (entry.autoscaled_replicas, entry.scaling, dict(entry.extra_status))
             entry.autoscaled_replicas = result.replicas
             entry.scaling = result.condition
             entry.extra_status.update(result.status_patch)
             for type_, reason, message in result.events:
                 log.info("%s/%s: %s: %s", *key, reason, message, extra={"action": "autoscaler_event"})
                 await self.reconciler.kube.post_event(entry.body, type_=type_, reason=reason, message=message)
-            await self.reconciler.reconcile_quietly(key)
+            if (entry.autoscaled_replicas, entry.scaling, entry.extra_status) != before:
+                await self.reconciler.reconcile_quietly(key)  # applies the replicas, writes the status
         except asyncio.CancelledError:
             raise
         except Exception:
