@@ -325,10 +325,11 @@ class Dispatcher:
     ) -> ItemOutcome | None:
         """What to write instead of a result the database refused (``None``: give up on it).
 
-        The first refusal becomes a counted failure of the item naming the
-        database's reason (its gate and data left as they were, so the
-        database stores it); should even that be refused, the item is left
-        claimed for the next owner and the refusal logged as an error.
+        The refusal fails the item, naming the database's reason, with its
+        gate and data left as they were so the database stores it. It is not
+        retried: the same answer would be refused again (a re-drive after the
+        handler is fixed runs it again). Should even that be refused, the item
+        is left claimed for the next owner and the refusal logged as an error.
         """
         w = self.w
         if (claimed.pk, claimed.version) in self._refused_once:
@@ -349,7 +350,7 @@ class Dispatcher:
         )
         self._refused_once.add((claimed.pk, claimed.version))
         message = f"{REFUSED} ({outcome.kind}, gate {outcome.gate}): {reason}"
-        return retrying.broken(lease.pk, claimed, message, w.feed_settings, w.clock.now())
+        return retrying.broken(lease.pk, claimed, message, w.feed_settings, w.clock.now(), permanent=True)
 
     async def drain(self, grace: float) -> None:
         """Wait up to ``grace`` seconds for calls in flight, then cancel the rest."""

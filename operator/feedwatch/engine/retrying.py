@@ -76,9 +76,18 @@ def outcome(
 
 
 def broken(
-    partition_pk: int, claimed: Claimed, message: str, settings: FeedSettings, now: datetime
+    partition_pk: int,
+    claimed: Claimed,
+    message: str,
+    settings: FeedSettings,
+    now: datetime,
+    *,
+    permanent: bool = False,
 ) -> ItemOutcome:
-    """A counted failure with ``message``, built from the claim alone (so it cannot fail again)."""
+    """A counted failure with ``message``, built from the claim alone (so it cannot fail again).
+
+    ``permanent``: the item fails now, whatever ``max_retries`` allows.
+    """
     failures = claimed.failures + 1
     base: dict[str, Any] = {
         "pk": claimed.pk,
@@ -90,6 +99,8 @@ def broken(
         "polls": claimed.polls,
         "next_attempt_at": now,
     }
+    if permanent:
+        return _fail(base, message)
     if settings.max_retries != -1 and failures > settings.max_retries:
         return _fail(
             base,
