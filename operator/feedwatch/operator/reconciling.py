@@ -167,7 +167,19 @@ class Reconciler:
     def observe_deployment(self, body: Mapping[str, Any], *, deleted: bool = False) -> Key | None:
         """Record an owned Deployment; returns the FeedWatcher to reconcile, if it is served."""
         key = key_of(body)
-        self.deployments[key] = None if deleted else copy.deepcopy(dict(body))
+        cached = self.deployments.get(key)
+        if deleted and cached is not None and not _same_uid(cached, body):
+            return None  # an earlier object of that name; the one we know lives on
+        if deleted:
+            self.deployments[key] = None
+        elif (
+            cached is not None
+            and _same_uid(cached, body)
+            and _resource_version(body) < _resource_version(cached)
+        ):
+            return None  # older than what an apply already returned: nothing new
+        else:
+            self.deployments[key] = copy.deepcopy(dict(body))
         return key if key in self.entries else None
 
     def secret_refs(self) -> dict[Key, list[Key]]:
@@ -498,6 +510,10 @@ class Reconciler:
                 await call
 
         await asyncio.gather(*(one(c) for c in calls))
+
+
+def _same_uid(one: Mapping[str, Any], other: Mapping[str, Any]) -> bool:
+    return bool((one.get("metadata") or {}).get("uid") == (other.get("metadata") or {}).get("uid"))
 
 
 def _age(body: Mapping[str, Any]) -> tuple[str, str]:
