@@ -529,6 +529,20 @@ def test_every_crd_field_has_a_description_for_kubectl_explain() -> None:
     assert undocumented == []
 
 
+def _shown(value: Any) -> str:
+    return str(value).lower() if isinstance(value, bool) else str(value)
+
+
+def test_kubectl_explain_states_every_default() -> None:
+    unstated = [
+        f"{path}: {schema['default']!r}"
+        for path, schema in _walk(_root_schema(), "FeedWatcher")
+        if schema.get("default") not in (None, {}, "")
+        and not schema["description"].endswith(f"Default: {_shown(schema['default'])}.")
+    ]
+    assert unstated == [], "end the description with 'Default: <value>.'"
+
+
 def test_the_crd_names_and_subresources_are_the_designs() -> None:
     crd = _crd()
     assert crd["apiVersion"] == "apiextensions.k8s.io/v1"
