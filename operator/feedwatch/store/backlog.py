@@ -2,9 +2,10 @@
 
 One statement, the same on SQLite, MariaDB and PostgreSQL, whose cost is
 bounded whatever the backlog: each count reads at most ``limit`` index
-entries (a ``LIMIT`` inside a derived table), and the oldest item is found by
-one index seek per due partition (at most ``limit`` of them, oldest due
-first). It uses the existing indexes only: ``ix_partitions_ready`` (feed,
+entries (a ``LIMIT`` inside a derived table), and the oldest item is looked
+for by one index seek in each of the :data:`OLDEST_AMONG` partitions due the
+longest (the oldest waiting item is almost always in one of them; an
+approximation that keeps the cost flat). It uses the existing indexes only: ``ix_partitions_ready`` (feed,
 status, ready_at) for the due partitions, ``ix_items_due`` (partition_pk,
 status, gate, pk) for their items, ``ix_partitions_owner`` (feed, owner) for
 the leases. MariaDB is told to use ``ix_items_due`` (``FORCE INDEX``): left to
@@ -28,6 +29,9 @@ from feedwatch.store import dialects
 from feedwatch.store.base import StoreBase
 from feedwatch.store.records import Backlog
 
+#: The oldest due item is looked for in this many partitions, those due the longest.
+OLDEST_AMONG = 100
+
 
 class BacklogQueries(StoreBase):
     def feed_backlog(self, feed: str, *, limit: int, now: datetime | None = None) -> Backlog:
@@ -45,7 +49,6 @@ class BacklogQueries(StoreBase):
             due = (
                 select(p.c.pk, p.c.gate)
                 .where(p.c.feed == feed, p.c.status == "available", p.c.ready_at <= at)
-                .order_by(p.c.ready_at)
                 .limit(limit)
                 .subquery("due")
             )
@@ -66,17 +69,24 @@ class BacklogQueries(StoreBase):
                 .limit(limit)
             )
             waiting = self._by_due_index(waiting_rows).subquery("waiting")
+            longest = (
+                select(p.c.pk, p.c.gate)
+                .where(p.c.feed == feed, p.c.status == "available", p.c.ready_at <= at)
+                .order_by(p.c.ready_at)
+                .limit(min(limit, OLDEST_AMONG))
+                .subquery("longest")
+            )
             first_due_row = (
                 select(i.c.created_at)
                 .where(
-                    i.c.partition_pk == due.c.pk,
+                    i.c.partition_pk == longest.c.pk,
                     i.c.status == "available",
-                    i.c.gate == due.c.gate,
+                    i.c.gate == longest.c.gate,
                     i.c.next_attempt_at <= at,
                 )
                 .order_by(i.c.pk)
                 .limit(1)
-                .correlate(due)
+                .correlate(longest)
             )
             first_due = self._by_due_index(first_due_row).scalar_subquery()
             leased = (
@@ -95,7 +105,7 @@ class BacklogQueries(StoreBase):
                     select(f.c.paused).where(f.c.name == feed).scalar_subquery().label("paused"),
                     select(func.count()).select_from(due).scalar_subquery().label("partitions"),
                     select(func.count()).select_from(waiting).scalar_subquery().label("items"),
-                    select(func.min(first_due)).select_from(due).scalar_subquery().label("oldest"),
+                    select(func.min(first_due)).select_from(longest).scalar_subquery().label("oldest"),
                     select(func.count()).select_from(leased).scalar_subquery().label("leased"),
                 )
             ).one()
