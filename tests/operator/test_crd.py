@@ -35,8 +35,12 @@ GROUP, VERSION, PLURAL = "feedwatch.dev", "v1alpha1", "feedwatchers"
 
 
 @pytest.fixture(scope="module")
-def crd(kube: KubeEnv) -> KubeEnv:
-    """The CRD applied (idempotently: other modules of the session may apply it too) and Established."""
+def applied_crd(kube: KubeEnv) -> KubeEnv:
+    """The CRD applied by this module itself (idempotently) and Established.
+
+    Named apart from tests/support/operator.py's ``crd`` so that this module checks
+    the install path (server-side apply, Established, discovery) on its own.
+    """
     kube.kubectl("apply", "--server-side", "--force-conflicts", "-f", str(CRD_PATH))
     kube.kubectl("wait", "--for=condition=Established", f"crd/{CRD_NAME}", "--timeout=60s")
     # kubectl's discovery and the published OpenAPI follow the CRD a moment later.
@@ -78,20 +82,20 @@ def _patch(kube: KubeEnv, namespace: str, name: str, patch: dict[str, Any], *ext
     )
 
 
-def test_the_crd_is_established_with_its_names_and_category(crd: KubeEnv, namespace: str) -> None:
-    installed = crd.apiextensions_v1.read_custom_resource_definition(CRD_NAME)
+def test_the_crd_is_established_with_its_names_and_category(applied_crd: KubeEnv, namespace: str) -> None:
+    installed = applied_crd.apiextensions_v1.read_custom_resource_definition(CRD_NAME)
     conditions = {c.type: c.status for c in installed.status.conditions}
     assert conditions["Established"] == "True" and conditions["NamesAccepted"] == "True"
-    resources = crd.kubectl("api-resources", "--api-group", GROUP, "-o", "wide").stdout
+    resources = applied_crd.kubectl("api-resources", "--api-group", GROUP, "-o", "wide").stdout
     assert "feedwatchers" in resources and "fw" in resources and "FeedWatcher" in resources
     assert "feedwatch" in resources.split("feedwatchers", 1)[1]  # the category column
-    assert _create(crd, namespace, _minimal()).returncode == 0
-    by_category = crd.kubectl("get", "feedwatch", "-n", namespace, "-o", "name").stdout
+    assert _create(applied_crd, namespace, _minimal()).returncode == 0
+    by_category = applied_crd.kubectl("get", "feedwatch", "-n", namespace, "-o", "name").stdout
     assert by_category.strip() == "feedwatcher.feedwatch.dev/resumes"
 
 
-def test_kubectl_explain_prints_the_field_descriptions(crd: KubeEnv) -> None:
-    out = " ".join(crd.kubectl("explain", "fw.spec.autoscaling").stdout.split())
+def test_kubectl_explain_prints_the_field_descriptions(applied_crd: KubeEnv) -> None:
+    out = " ".join(applied_crd.kubectl("explain", "fw.spec.autoscaling").stdout.split())
     assert "Scaling on the feed's backlog, with KEDA's names and meanings." in out
     for field_name, text in (
         ("minReplicaCount", "0 scales to zero while the feed is idle"),
@@ -100,9 +104,9 @@ def test_kubectl_explain_prints_the_field_descriptions(crd: KubeEnv) -> None:
         ("fallback", "after failureThreshold consecutive failed backlog reads"),
     ):
         assert field_name in out
-        detail = crd.kubectl("explain", f"fw.spec.autoscaling.{field_name}").stdout
+        detail = applied_crd.kubectl("explain", f"fw.spec.autoscaling.{field_name}").stdout
         assert text in " ".join(detail.split()), detail
-    status = " ".join(crd.kubectl("explain", "fw.status.backlog.oldestItemAgeSeconds").stdout.split())
+    status = " ".join(applied_crd.kubectl("explain", "fw.status.backlog.oldestItemAgeSeconds").stdout.split())
     assert "Age of the oldest such item, in seconds." in status
 
 
@@ -211,54 +215,62 @@ REFUSALS = [
 
 @pytest.mark.parametrize(("change", "message"), REFUSALS)
 def test_the_api_server_refuses_an_invalid_feedwatcher_with_the_rules_message(
-    crd: KubeEnv, namespace: str, change: Callable[[dict[str, Any]], None], message: str
+    applied_crd: KubeEnv, namespace: str, change: Callable[[dict[str, Any]], None], message: str
 ) -> None:
     body = design_example()
     body["metadata"] = {"name": "resumes"}
     change(body)
-    proc = _create(crd, namespace, body)
+    proc = _create(applied_crd, namespace, body)
     assert proc.returncode != 0, f"the API server accepted {json.dumps(body['spec'])}"
     error = " ".join(proc.stderr.split())
     assert message in error, error
     # Nothing was stored.
-    assert crd.kubectl("get", "fw", "-n", namespace, "-o", "name").stdout.strip() == ""
+    assert applied_crd.kubectl("get", "fw", "-n", namespace, "-o", "name").stdout.strip() == ""
 
 
-def test_the_feed_cannot_be_changed_added_or_removed_after_creation(crd: KubeEnv, namespace: str) -> None:
-    assert _create(crd, namespace, _minimal("named", feed="resumes")).returncode == 0
-    assert _create(crd, namespace, _minimal("unnamed")).returncode == 0
+def test_the_feed_cannot_be_changed_added_or_removed_after_creation(
+    applied_crd: KubeEnv, namespace: str
+) -> None:
+    assert _create(applied_crd, namespace, _minimal("named", feed="resumes")).returncode == 0
+    assert _create(applied_crd, namespace, _minimal("unnamed")).returncode == 0
     message = "spec.feed cannot be changed, added or removed after creation"
     for name, patch in (
         ("named", {"spec": {"feed": "other"}}),
         ("named", {"spec": {"feed": None}}),
         ("unnamed", {"spec": {"feed": "unnamed"}}),
     ):
-        proc = _patch(crd, namespace, name, patch)
+        proc = _patch(applied_crd, namespace, name, patch)
         assert proc.returncode != 0 and message in " ".join(proc.stderr.split()), (name, patch, proc.stderr)
-    assert _get(crd, namespace, "named")["spec"]["feed"] == "resumes"
-    assert "feed" not in _get(crd, namespace, "unnamed")["spec"]
+    assert _get(applied_crd, namespace, "named")["spec"]["feed"] == "resumes"
+    assert "feed" not in _get(applied_crd, namespace, "unnamed")["spec"]
     # Other fields still change, and the unchanged feed passes the rule.
-    assert _patch(crd, namespace, "named", {"spec": {"replicas": 2, "feed": "resumes"}}).returncode == 0
-    assert _get(crd, namespace, "named")["spec"]["replicas"] == 2
+    assert (
+        _patch(applied_crd, namespace, "named", {"spec": {"replicas": 2, "feed": "resumes"}}).returncode == 0
+    )
+    assert _get(applied_crd, namespace, "named")["spec"]["replicas"] == 2
 
 
-def test_the_table_prefix_cannot_be_changed_or_removed_after_creation(crd: KubeEnv, namespace: str) -> None:
+def test_the_table_prefix_cannot_be_changed_or_removed_after_creation(
+    applied_crd: KubeEnv, namespace: str
+) -> None:
     body = _minimal("prefixed", database={"urlSecretRef": {"name": "db"}, "tablePrefix": "team_"})
-    assert _create(crd, namespace, body).returncode == 0
+    assert _create(applied_crd, namespace, body).returncode == 0
     message = "spec.database.tablePrefix cannot be changed, added or removed after creation"
     for patch in ({"tablePrefix": "other_"}, {"tablePrefix": None}, {"tablePrefix": ""}):
-        proc = _patch(crd, namespace, "prefixed", {"spec": {"database": patch}})
+        proc = _patch(applied_crd, namespace, "prefixed", {"spec": {"database": patch}})
         assert proc.returncode != 0 and message in " ".join(proc.stderr.split()), (patch, proc.stderr)
-    assert _get(crd, namespace, "prefixed")["spec"]["database"]["tablePrefix"] == "team_"
-    assert _patch(crd, namespace, "prefixed", {"spec": {"database": {"migrate": False}}}).returncode == 0
+    assert _get(applied_crd, namespace, "prefixed")["spec"]["database"]["tablePrefix"] == "team_"
+    assert (
+        _patch(applied_crd, namespace, "prefixed", {"spec": {"database": {"migrate": False}}}).returncode == 0
+    )
 
 
-def test_the_designs_full_example_is_accepted_as_written(crd: KubeEnv, namespace: str) -> None:
+def test_the_designs_full_example_is_accepted_as_written(applied_crd: KubeEnv, namespace: str) -> None:
     body = design_example()
     body["metadata"].pop("namespace")
-    proc = _create(crd, namespace, body)
+    proc = _create(applied_crd, namespace, body)
     assert proc.returncode == 0, proc.stderr
-    stored = _get(crd, namespace, "resumes")
+    stored = _get(applied_crd, namespace, "resumes")
     assert stored["spec"] == body["spec"], "nothing pruned, nothing added: every field was given"
     assert FeedWatcherSpec.from_object(stored) == FeedWatcherSpec.from_object(
         {**body, "metadata": stored["metadata"]}
@@ -279,14 +291,14 @@ def _camel_defaults(cls: type[Any], **required: Any) -> dict[str, Any]:
     return out
 
 
-def test_defaults_are_filled_in_as_specs_py_says(crd: KubeEnv, namespace: str) -> None:
+def test_defaults_are_filled_in_as_specs_py_says(applied_crd: KubeEnv, namespace: str) -> None:
     body = _minimal(
         "defaults",
         autoscaling={"fallback": {"replicas": 1}},
         handler={"url": "http://h:8000/", "headersSecretRef": {"name": "auth"}},
     )
-    assert _create(crd, namespace, body).returncode == 0
-    spec = _get(crd, namespace, "defaults")["spec"]
+    assert _create(applied_crd, namespace, body).returncode == 0
+    spec = _get(applied_crd, namespace, "defaults")["spec"]
     assert spec["database"] == _camel_defaults(DatabaseSpec, urlSecretRef={"name": "db", "key": "url"})
     assert spec["handler"] == _camel_defaults(
         HandlerSpec, url="http://h:8000/", headersSecretRef={"name": "auth", "key": "headers"}
@@ -302,9 +314,9 @@ def test_defaults_are_filled_in_as_specs_py_says(crd: KubeEnv, namespace: str) -
 
 
 def test_the_status_subresource_keeps_the_designs_status_and_feeds_the_columns(
-    crd: KubeEnv, namespace: str
+    applied_crd: KubeEnv, namespace: str
 ) -> None:
-    assert _create(crd, namespace, _minimal()).returncode == 0
+    assert _create(applied_crd, namespace, _minimal()).returncode == 0
     status = {
         "observedGeneration": 1,
         "feed": "resumes",
@@ -332,32 +344,40 @@ def test_the_status_subresource_keeps_the_designs_status_and_feeds_the_columns(
         },
     }
     proc = _patch(
-        crd, namespace, "resumes", {"status": {**status, "kopf": {"progress": {}}}}, "--subresource=status"
+        applied_crd,
+        namespace,
+        "resumes",
+        {"status": {**status, "kopf": {"progress": {}}}},
+        "--subresource=status",
     )
     assert proc.returncode == 0, proc.stderr
-    stored = _get(crd, namespace, "resumes")
+    stored = _get(applied_crd, namespace, "resumes")
     assert stored["status"] == status, "every DESIGN status field kept; undeclared status.kopf pruned"
-    table = crd.kubectl("get", "fw", "-n", namespace).stdout.splitlines()
+    table = applied_crd.kubectl("get", "fw", "-n", namespace).stdout.splitlines()
     assert table[0].split() == ["NAME", "FEED", "REPLICAS", "READY", "BACKLOG", "STATUS", "AGE"]
     assert table[1].split()[:6] == ["resumes", "resumes", "3", "3", "42", "DeploymentAvailable"]
 
 
-def test_kubectl_scale_sets_spec_replicas_through_the_scale_subresource(crd: KubeEnv, namespace: str) -> None:
-    assert _create(crd, namespace, _minimal()).returncode == 0
-    crd.kubectl("scale", "-n", namespace, "fw/resumes", "--replicas=3")
-    assert _get(crd, namespace, "resumes")["spec"]["replicas"] == 3
-    proc = crd.kubectl("scale", "-n", namespace, "fw/resumes", "--replicas=1001", check=False)
+def test_kubectl_scale_sets_spec_replicas_through_the_scale_subresource(
+    applied_crd: KubeEnv, namespace: str
+) -> None:
+    assert _create(applied_crd, namespace, _minimal()).returncode == 0
+    applied_crd.kubectl("scale", "-n", namespace, "fw/resumes", "--replicas=3")
+    assert _get(applied_crd, namespace, "resumes")["spec"]["replicas"] == 3
+    proc = applied_crd.kubectl("scale", "-n", namespace, "fw/resumes", "--replicas=1001", check=False)
     assert proc.returncode != 0 and "less than or equal to 1000" in proc.stderr
     scale = json.loads(
-        crd.kubectl(
+        applied_crd.kubectl(
             "get", "--raw", f"/apis/{GROUP}/{VERSION}/namespaces/{namespace}/{PLURAL}/resumes/scale"
         ).stdout
     )
     assert scale["kind"] == "Scale" and scale["spec"]["replicas"] == 3
 
 
-def test_a_spec_without_optional_blocks_round_trips_through_the_parser(crd: KubeEnv, namespace: str) -> None:
+def test_a_spec_without_optional_blocks_round_trips_through_the_parser(
+    applied_crd: KubeEnv, namespace: str
+) -> None:
     body = _minimal("plain")
-    assert _create(crd, namespace, copy.deepcopy(body)).returncode == 0
-    parsed = FeedWatcherSpec.from_object(_get(crd, namespace, "plain"))
+    assert _create(applied_crd, namespace, copy.deepcopy(body)).returncode == 0
+    parsed = FeedWatcherSpec.from_object(_get(applied_crd, namespace, "plain"))
     assert parsed.feed == "plain" and parsed.autoscaling is None and parsed.watcher == WatcherSpec()
