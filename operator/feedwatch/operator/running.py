@@ -19,30 +19,8 @@ from feedwatch.observability.logging import configure
 from feedwatch.settings import OperatorSettings
 
 
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
-        "--namespace",
-        "-n",
-        dest="namespaces",
-        action="append",
-        metavar="NS",
-        help="serve FeedWatchers in NS (repeatable; kopf patterns like 'team-*' allowed); "
-        "default: all namespaces ($FEEDWATCH_OPERATOR_NAMESPACES, comma-separated)",
-    )
-    parser.add_argument(
-        "--watcher-image",
-        help="image of the watcher pods when a FeedWatcher gives none ($FEEDWATCH_OPERATOR_WATCHER_IMAGE)",
-    )
-    parser.add_argument(
-        "--health-port",
-        type=int,
-        help="port of /healthz and /metrics, 0 = off (default 8080; $FEEDWATCH_OPERATOR_HEALTH_PORT)",
-    )
-    parser.add_argument("--log-format", choices=["text", "json"], help="($FEEDWATCH_OPERATOR_LOG_FORMAT)")
-    parser.add_argument("--log-level", help="Python logging level ($FEEDWATCH_OPERATOR_LOG_LEVEL)")
-
-
 def settings_from(args: argparse.Namespace) -> OperatorSettings:
+    """The settings from the flags ``feedwatch.cli`` parsed (kept there, so kopf loads only here)."""
     return OperatorSettings.from_environment(
         namespaces=tuple(args.namespaces) if args.namespaces else None,
         watcher_image=args.watcher_image,
