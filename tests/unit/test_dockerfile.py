@@ -72,7 +72,10 @@ def test_the_runtime_stage_takes_only_the_wheel_from_the_build_stage_and_runs_as
     build, runtime = _stages()
     assert any("pip wheel --no-deps" in line for line in build)
     copies_from_build = [line for line in runtime if line.startswith("COPY --from=")]
-    assert copies_from_build == ["COPY --from=build /dist/ /opt/feedwatch-dist/"]
+    assert copies_from_build == [
+        "COPY --from=build /src/requirements/runtime.txt /opt/feedwatch-dist/",
+        "COPY --from=build /dist/ /opt/feedwatch-dist/",
+    ]
     runtime_text = "\n".join(runtime)
     for tool in ("apt-get", "gcc", "build-essential", "pip wheel"):
         assert tool not in runtime_text, f"the runtime stage must not use {tool}"
@@ -82,6 +85,10 @@ def test_the_runtime_stage_takes_only_the_wheel_from_the_build_stage_and_runs_as
     # Read-only root filesystem: HOME (the only place tools write by default) is /tmp.
     assert re.search(r"\bHOME=/tmp\b", runtime_text)
     assert "PYTHONDONTWRITEBYTECODE=1" in runtime_text
+    # A new commit changes the revision label: after the last RUN, it keeps the layer cache.
+    last_run = max(n for n, line in enumerate(runtime) if line.startswith("RUN "))
+    first_label = min(n for n, line in enumerate(runtime) if line.startswith(("LABEL ", "ARG REVISION")))
+    assert first_label > last_run
     labels = set(re.findall(r"(org\.opencontainers\.image\.[a-z.]+)=", runtime_text))
     assert {"title", "description", "version", "revision", "licenses"} <= {
         label.removeprefix("org.opencontainers.image.") for label in labels
