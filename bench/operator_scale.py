@@ -360,6 +360,7 @@ def scenario(ctx: Any, db: Any) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     from bench.harness import MARIADB_URL, Database
+    from bench.machine import describe as machine
 
     parser = argparse.ArgumentParser(
         prog="python -m bench.operator_scale", description=__doc__.splitlines()[0]
@@ -371,6 +372,7 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="feedwatch-bench-operator-") as tmp:
         work = Path(tmp)
         db = Database("mariadb", work)
+        about = machine([db])
         try:
             result, feeds = run(MARIADB_URL, work, count=args.count, steady_seconds=args.steady_seconds)
             db.feeds.extend(feeds)
@@ -380,7 +382,9 @@ def main(argv: list[str] | None = None) -> int:
     print(describe(result))
     for note in result.notes:
         print(f"note: {note}")
-    text = json.dumps(asdict(result), indent=1)
+    for key, value in about.items():
+        print(f"{key}: {value}")
+    text = json.dumps({**asdict(result), "machine": about}, indent=1)
     print(text)
     if args.json:
         args.json.write_text(text + "\n")
