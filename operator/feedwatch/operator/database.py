@@ -11,13 +11,13 @@ event loop or its API calls.
 from __future__ import annotations
 
 import asyncio
+import threading
 from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import make_url
-from sqlalchemy.engine import Engine
 from sqlalchemy.exc import ArgumentError, DBAPIError
 
 from feedwatch.errors import ConfigurationError, DatabaseUnavailableError, SchemaMismatchError
@@ -97,13 +97,59 @@ def identity(url: str, *, prefix: str, feed: str) -> Identity:
 class Databases:
     """Blocking database work of the operator, in a thread pool of its own."""
 
-    def __init__(self, *, workers: int = 4) -> None:
+    def __init__(self, *, workers: int = 8) -> None:
         self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="feedwatch-db")
         #: (host/port/database, prefix) already migrated by this process.
         self._migrated: set[tuple[Any, ...]] = set()
+        #: One Store (a small engine) per URL and prefix, shared by the FeedWatchers there.
+        self._stores: dict[tuple[str, str], Store] = {}
+        self._store_locks: dict[tuple[str, str], threading.Lock] = {}
+        #: One migration at a time per schema: the others wait, then find it done.
+        self._schema_locks: dict[tuple[Any, ...], threading.Lock] = {}
+        self._guard = threading.Lock()
 
     def close(self) -> None:
         self._pool.shutdown(wait=False, cancel_futures=True)
+        with self._guard:
+            stores, self._stores = list(self._stores.values()), {}
+        for store in stores:
+            store.close()
+
+    def _store(self, url: str, prefix: str) -> Store:
+        """The shared Store of ``url`` and ``prefix``, connected once before anyone else uses it.
+
+        A Store registers engine listeners when it is made, and SQLAlchemy's first-connect
+        hooks must not run in two threads at once: both happen here, under a lock per key.
+        """
+        key = (url, prefix)
+        with self._guard:
+            store = self._stores.get(key)
+            lock = self._store_locks.setdefault(key, threading.Lock())
+        if store is not None:
+            return store
+        with lock:
+            with self._guard:
+                store = self._stores.get(key)
+            if store is None:
+                store = Store.from_engine(connect(url, pool_size=2), prefix=prefix)
+                try:
+                    store.engine.connect().close()
+                except BaseException:
+                    store.close()
+                    raise
+                with self._guard:
+                    self._stores[key] = store
+            return store
+
+    def _drop_store(self, url: str, prefix: str) -> None:
+        with self._guard:
+            store = self._stores.pop((url, prefix), None)
+        if store is not None:
+            store.close()
+
+    def _schema_lock(self, key: tuple[Any, ...]) -> threading.Lock:
+        with self._guard:
+            return self._schema_locks.setdefault(key, threading.Lock())
 
     async def prepare(
         self,
@@ -126,15 +172,16 @@ class Databases:
         self, url: str, target: Identity, migrate_schema: bool, feed_settings: dict[str, Any]
     ) -> None:
         schema_key = (target.backend, target.host, target.port, target.database, target.prefix)
-        engine: Engine | None = None
         try:
-            engine = connect(url, pool_size=1)
-            if migrate_schema and schema_key not in self._migrated:
-                migrate(engine, prefix=target.prefix, timeout=MIGRATE_LOCK_TIMEOUT)
-                self._migrated.add(schema_key)
-            elif not migrate_schema:
+            store = self._store(url, target.prefix)
+            engine = store.engine
+            if migrate_schema:
+                with self._schema_lock(schema_key):
+                    if schema_key not in self._migrated:
+                        migrate(engine, prefix=target.prefix, timeout=MIGRATE_LOCK_TIMEOUT)
+                        self._migrated.add(schema_key)
+            else:
                 check_schema(engine, prefix=target.prefix)
-            store = Store.from_engine(engine, prefix=target.prefix)
             feed = Feed.create(store, target.feed)
             if feed_settings:
                 current = feed.settings
@@ -147,12 +194,10 @@ class Databases:
             raise ProblemError(problems.INVALID_SPEC, f"spec.feedSettings: {error}") from None
         except (DatabaseUnavailableError, DBAPIError, OSError) as error:
             self._migrated.discard(schema_key)
+            self._drop_store(url, target.prefix)
             first = str(getattr(error, "orig", None) or error).splitlines()[0]
             if first.startswith("cannot reach the database at "):  # the store's wording: keep the cause
                 first = first.split(": ", 1)[-1]
             raise ProblemError(
                 problems.DATABASE_UNREACHABLE, f"cannot reach the database of {target.describe()}: {first}"
             ) from None
-        finally:
-            if engine is not None:
-                engine.dispose()
