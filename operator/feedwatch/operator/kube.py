@@ -46,6 +46,7 @@ GROUP, VERSION = API_VERSION.split("/")
 PLURAL = "feedwatchers"
 COMPONENT = "feedwatch-operator"
 REQUEST_TIMEOUT = (5, 30)  # connect, read (s)
+WORKERS = 16  # threads (and pooled connections) for API calls
 
 T = TypeVar("T")
 
@@ -73,11 +74,14 @@ class SecretSnapshot:
 
 def load_client() -> client.ApiClient:
     """In-cluster configuration when running in a pod, else ``KUBECONFIG``/``~/.kube/config``."""
+    configuration = client.Configuration()
     try:
-        config.load_incluster_config()  # type: ignore[no-untyped-call]
-        return client.ApiClient()
+        config.load_incluster_config(client_configuration=configuration)  # type: ignore[no-untyped-call]
     except config.ConfigException:
-        return cast(client.ApiClient, config.new_client_from_config())  # type: ignore[no-untyped-call]
+        config.load_kube_config(client_configuration=configuration)  # type: ignore[no-untyped-call]
+    # One connection per worker thread, so no request waits for (or discards) a connection.
+    configuration.connection_pool_maxsize = WORKERS
+    return client.ApiClient(configuration)
 
 
 def _json(response: Any) -> dict[str, Any]:
@@ -101,7 +105,7 @@ class Kube:
         self.apps = client.AppsV1Api(api_client)
         self.core = client.CoreV1Api(api_client)
         self.custom = client.CustomObjectsApi(api_client)
-        self._pool = ThreadPoolExecutor(max_workers=8, thread_name_prefix="feedwatch-kube")
+        self._pool = ThreadPoolExecutor(max_workers=WORKERS, thread_name_prefix="feedwatch-kube")
         self._on_write = on_write or (lambda kind: None)
         self._instance = socket.gethostname()
 
