@@ -8,6 +8,7 @@ a fan-out/fan-in workload and watches the replicas and the processes follow.
 
 from __future__ import annotations
 
+import urllib.request
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -28,12 +29,13 @@ from tests.support.operator import (
     feedwatcher,
     read_deployment,
 )
-from tests.support.process_node import ProcessNode, process_node
+from tests.support.process_node import PodProcess, ProcessNode, process_node
 
 pytestmark = [pytest.mark.kubernetes, pytest.mark.slow]
 
 POD_LABEL = "feedwatch.dev/feedwatcher"
-PARTITIONS, ITEMS = 12, 6
+#: With 2 handler calls at a time per watcher, one watcher alone would need ~14 s.
+PARTITIONS, ITEMS = 12, 8
 
 
 @pytest.fixture(scope="module")
@@ -53,6 +55,12 @@ def handler(tmp_path: Path) -> Iterator[Handler]:
 def node(kube: KubeEnv, operator_namespace: str, tmp_path: Path) -> Iterator[ProcessNode]:
     with process_node(kube, operator_namespace, tmp_path / "node") as running:
         yield running
+
+
+def watcher_metrics(process: PodProcess) -> str:
+    url = f"http://127.0.0.1:{process.health_port}/metrics"
+    with urllib.request.urlopen(url, timeout=5) as response:
+        return str(response.read().decode())
 
 
 def replicas(kube: KubeEnv, namespace: str, name: str) -> int | None:
@@ -78,6 +86,7 @@ def test_watchers_scale_from_zero_to_three_drain_a_fan_out_fan_in_workload_and_r
             feed=feed,
             handler={"url": handler.url, "timeoutSeconds": 10},
             watcher={
+                "concurrency": 2,
                 "pollIntervalSeconds": 0.2,
                 "leaseDurationSeconds": 5,
                 "gracePeriodSeconds": 5,
@@ -107,6 +116,13 @@ def test_watchers_scale_from_zero_to_three_drain_a_fan_out_fan_in_workload_and_r
     wait_until(lambda: replicas(kube, ns, name) == 3, timeout=30, message=shared_operator.log_tail)
     three = node.wait_for(3, selector, timeout=90)
     assert len({p.pid for p in three}) == 3
+    # Each watcher's /metrics shows the backlog the autoscaler reads (refreshed every 5 s).
+    sample = f'feedwatch_backlog_partitions{{feed="{feed}"}} '
+    wait_until(
+        lambda: any(line.startswith(sample) for line in watcher_metrics(three[0]).splitlines()),
+        timeout=30,
+        message=lambda: f"{sample} in the watcher's /metrics\n{watcher_metrics(three[0])[-2000:]}",
+    )
 
     wait_until(
         lambda: all(producer.partition(p).status == "complete" for p in parts),
