@@ -11,7 +11,7 @@ class OperatorMetrics:
         r = self.registry
         self.reconciles = Counter(
             "feedwatch_operator_reconciles_total",
-            "Reconciles of FeedWatchers, by outcome (applied, unchanged, paused, degraded, error).",
+            "Reconciles of FeedWatchers, by outcome (applied, unchanged, paused, degraded, gone, error).",
             ["outcome"],
             registry=r,
         )

@@ -55,6 +55,8 @@ from feedwatch.settings import OperatorSettings
 log = logging.getLogger("feedwatch.operator")
 
 Key = tuple[str, str]  # (namespace, name)
+#: Status fields the autoscaler writes; removed when autoscaling is turned off.
+AUTOSCALING_STATUS = ("desiredReplicas", "lastScaleTime", "lastActiveTime", "backlog")
 #: A Secret as last read: None when it does not exist.
 SecretCache = dict[Key, SecretSnapshot | None]
 
@@ -437,6 +439,9 @@ class Reconciler:
         desired = desired_status(seen, current, datetime.now(UTC))
         if spec is not None and spec.autoscaling_enabled:
             desired.update(entry.extra_status)
+        else:  # autoscaling turned off: its fields would only mislead (null deletes in a merge patch)
+            desired.update({key: None for key in AUTOSCALING_STATUS if key in current})
+            entry.extra_status.clear()
         patch = status_patch(current, desired)
         if not patch:
             return
