@@ -5,13 +5,17 @@ from __future__ import annotations
 import asyncio
 import time
 import uuid
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import pytest
+from prometheus_client import CollectorRegistry
 from sqlalchemy import make_url, update
 
 from feedwatch import Feed, Store
 from feedwatch.operator.backlog import BacklogReader, BacklogReadError
+from feedwatch.operator.scaler import Autoscaler, ScaleResult
+from feedwatch.operator.specs import FeedWatcherSpec
 from tests.conftest import database_url
 
 pytestmark = pytest.mark.store
@@ -142,7 +146,7 @@ def test_each_connection_carries_a_statement_timeout(server_url: str) -> None:
             if engine.dialect.name == "postgresql":
                 assert conn.exec_driver_sql("SHOW statement_timeout").scalar() == "2500ms"
             else:
-                assert float(conn.exec_driver_sql("SELECT @@max_statement_time").scalar()) == 2.5
+                assert float(conn.exec_driver_sql("SELECT @@max_statement_time").scalar_one()) == 2.5
     finally:
         reader.close()
 
@@ -160,3 +164,88 @@ def test_an_unreachable_database_fails_the_read_quickly_without_the_password(ser
         reader.close()
     assert time.monotonic() - started < 5
     assert "s3cret" not in str(caught.value) and "cannot read the backlog" in str(caught.value)
+
+
+# -- the Autoscaler over a real database: what it writes, and when ---------------------
+
+
+def _spec(feed: str, **autoscaling: object) -> FeedWatcherSpec:
+    return FeedWatcherSpec.from_object(
+        {
+            "metadata": {"name": "fw", "namespace": "ns"},
+            "spec": {
+                "feed": feed,
+                "database": {"urlSecretRef": {"name": "db"}},
+                "handler": {"url": "http://handler.invalid/"},
+                "autoscaling": {"maxReplicaCount": 5, "targetBacklogPerReplica": 2, **autoscaling},
+            },
+        }
+    )
+
+
+def _evaluate(
+    scaler: Autoscaler, spec: FeedWatcherSpec, status: dict[str, Any], current: int, url: str, at: datetime
+) -> ScaleResult:
+    result = asyncio.run(
+        scaler.evaluate(spec=spec, status=status, current_replicas=current, database_url=url, now=at)
+    )
+    status.update(result.status_patch)  # as the operator's status patch would
+    return result
+
+
+def test_the_autoscaler_writes_status_backlog_on_decisions_and_at_most_once_a_minute(
+    server_url: str,
+) -> None:
+    store = Store.open(server_url)
+    feed = Feed.create(store, f"t{uuid.uuid4().hex[:12]}")
+    reader = BacklogReader()
+    scaler = Autoscaler(backlogs=reader, registry=CollectorRegistry())
+    spec = _spec(feed.name)
+    status: dict[str, Any] = {}
+    t0 = datetime(2026, 1, 1, tzinfo=UTC)
+    try:
+        for n in range(4):
+            feed.enqueue(f"p{n}", {"i": n})
+        first = _evaluate(scaler, spec, status, 1, server_url, t0)
+        assert first.replicas == 2 and first.events == [
+            ("Normal", "Scaled", "scaled 1 -> 2: backlog 4 partitions, target 2")
+        ]
+        assert first.status_patch["backlog"]["partitions"] == 4
+        assert first.status_patch["desiredReplicas"] == 2
+        assert first.condition[:2] == ("True", "BacklogRead")
+        same = _evaluate(scaler, spec, status, 2, server_url, t0 + timedelta(seconds=1))
+        assert same.status_patch == {} and same.events == [], "nothing changed: nothing to write"
+        feed.pause()  # the backlog is 0 now
+        paused = _evaluate(scaler, spec, status, 2, server_url, t0 + timedelta(seconds=2))
+        assert paused.replicas == 2, "scale-down waits for the window"
+        assert "backlog" not in paused.status_patch, "counts changed, but the last write is recent"
+        later = _evaluate(scaler, spec, status, 2, server_url, t0 + timedelta(seconds=61))
+        assert later.status_patch["backlog"]["partitions"] == 0, "a minute later the new counts are written"
+    finally:
+        reader.close()
+        store.close()
+
+
+def test_the_autoscaler_warns_once_per_problem_and_says_when_it_recovers(server_url: str) -> None:
+    store = Store.open(server_url)
+    feed = Feed.create(store, f"t{uuid.uuid4().hex[:12]}")
+    store.close()
+    wrong = make_url(server_url).set(port=1).render_as_string(hide_password=False)
+    reader = BacklogReader(timeout=5)
+    scaler = Autoscaler(backlogs=reader, registry=CollectorRegistry())
+    spec = _spec(feed.name, fallback={"failureThreshold": 2, "replicas": 4})
+    status: dict[str, Any] = {}
+    t0 = datetime(2026, 1, 1, tzinfo=UTC)
+    try:
+        one = _evaluate(scaler, spec, status, 3, wrong, t0)
+        two = _evaluate(scaler, spec, status, 3, wrong, t0 + timedelta(seconds=1))
+        three = _evaluate(scaler, spec, status, 4, wrong, t0 + timedelta(seconds=2))
+        assert (one.replicas, one.condition[1]) == (3, "BacklogReadFailed")
+        assert [e[1] for e in one.events] == ["BacklogReadFailed"]
+        assert (two.replicas, two.condition[1]) == (4, "FallbackApplied")
+        assert [e[1] for e in two.events] == ["FallbackApplied", "Scaled"]
+        assert three.events == [], "the same problem is not posted again"
+        back = _evaluate(scaler, spec, status, 4, server_url, t0 + timedelta(seconds=3))
+        assert back.condition[1] == "BacklogRead" and ("Normal", "Recovered") in [e[:2] for e in back.events]
+    finally:
+        reader.close()
