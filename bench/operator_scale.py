@@ -63,6 +63,7 @@ class Result:
     count: int
     create_s: float = math.nan  # issuing the creates
     deployments_s: float = math.nan  # first create -> every Deployment exists
+    available_s: float = math.nan  # first create -> every Deployment available (pods Ready by kwok)
     ready_s: float = math.nan  # first create -> every FeedWatcher Ready
     rss_start_mb: float = math.nan
     rss_peak_mb: float = math.nan
@@ -201,18 +202,18 @@ def _ready(fw: dict[str, Any]) -> bool:
     return any(c.get("type") == "Ready" and c.get("status") == "True" for c in status.get("conditions") or [])
 
 
-def _progress(kube: KubeEnv) -> tuple[int, int]:
-    """(Deployments that exist, FeedWatchers Ready) in the namespace."""
+def _progress(kube: KubeEnv) -> tuple[int, int, int]:
+    """(Deployments that exist, Deployments available, FeedWatchers Ready) in the namespace."""
     from tests.support.operator import GROUP, PLURAL, VERSION
 
-    deployments = kube.apps_v1.list_namespaced_deployment(NAMESPACE, _preload_content=False)
+    deployments = json.loads(kube.apps_v1.list_namespaced_deployment(NAMESPACE, _preload_content=False).data)[
+        "items"
+    ]
     fws = kube.custom_objects.list_namespaced_custom_object(
         GROUP, VERSION, NAMESPACE, PLURAL, _preload_content=False
     )
-    return (
-        len(json.loads(deployments.data)["items"]),
-        sum(_ready(fw) for fw in json.loads(fws.data)["items"]),
-    )
+    available = sum((d.get("status") or {}).get("availableReplicas", 0) >= 1 for d in deployments)
+    return len(deployments), available, sum(_ready(fw) for fw in json.loads(fws.data)["items"])
 
 
 def run(
@@ -253,16 +254,18 @@ def run(
                 result.create_s = time.monotonic() - started
                 deadline = started + 600
                 while time.monotonic() < deadline:
-                    deployments, ready = _progress(kube)
+                    deployments, available, ready = _progress(kube)
                     now = time.monotonic() - started
                     if deployments >= count and math.isnan(result.deployments_s):
                         result.deployments_s = now
+                    if available >= count and math.isnan(result.available_s):
+                        result.available_s = now
                     if ready >= count:
                         result.ready_s = now
                         break
                     if operator.returncode is not None:
                         raise RuntimeError(f"the operator exited\n{operator.log_tail()}")
-                    time.sleep(0.25)
+                    time.sleep(0.5)
                 else:
                     result.notes.append(f"not all Ready after 600 s: {ready}/{count}")
                 result.cpu_create_s = sampler.cpu() - cpu_before
@@ -312,7 +315,8 @@ def describe(r: Result) -> str:
     kinds = ", ".join(f"{k} {v}" for k, v in r.writes_by_kind.items() if v)
     return (
         f"{r.count} FeedWatchers ({r.nodes} kwok nodes): creates issued in {r.create_s:.1f} s; "
-        f"every Deployment after {r.deployments_s:.1f} s, every FeedWatcher Ready after "
+        f"every Deployment after {r.deployments_s:.1f} s, available after {r.available_s:.1f} s, "
+        f"every FeedWatcher Ready after "
         f"{r.ready_s:.1f} s; operator RSS {r.rss_start_mb:.0f} -> peak {r.rss_peak_mb:.0f} MB, "
         f"CPU {r.cpu_create_s:.1f} s while creating, {r.cpu_steady_pct:.1f} % of a core in steady "
         f"state; {r.requests_per_fw:.1f} API requests per FeedWatcher ({r.writes_per_fw:.1f} writes: "
@@ -339,6 +343,7 @@ def scenario(ctx: Any, db: Any) -> None:
     variant = f"{count} FeedWatchers created at once"
     figures = [
         ("every Deployment exists", "s", result.deployments_s, None),
+        ("every Deployment available", "s", result.available_s, None),
         ("every FeedWatcher Ready", "s", result.ready_s, Target("<", GOALS["ready_s"])),
         ("operator peak RSS", "MB", result.rss_peak_mb, Target("<", GOALS["rss_peak_mb"])),
         ("operator CPU until all Ready", "s", result.cpu_create_s, None),
