@@ -2,7 +2,7 @@
 
 Every watcher setting is a flag (``--poll-interval``) and a variable
 (``FEEDWATCH_POLL_INTERVAL``); every feed setting a ``--feed-*`` flag. Exit
-codes: 0 success, 1 operational error, 2 usage error (bad option, bad URL,
+codes: 0 success, 1 operational error, 2 usage error (bad option or input, bad URL,
 unknown feed).
 """
 

@@ -45,7 +45,7 @@ def test_sigkill_mid_batch_loses_nothing_and_commits_each_item_once(
     handler = scenario.handler(last_gate=2, delay=0.15)
     feed = scenario.feed(shared_url)
     expected = Expected()
-    enqueue_workload(feed, expected, partitions=6, items=30, last_gate=2)
+    enqueue_workload(feed, expected, partitions=6, items=40, last_gate=2)
     fleet = scenario.fleet(shared_url, feed, handler)
     fleet.start(3)
     store = feed.store
@@ -178,7 +178,7 @@ def test_sigstop_inside_a_transaction_does_not_stall_the_other_watchers(
     feed = scenario.feed(url)
     store = feed.store
     expected = Expected()
-    enqueue_workload(feed, expected, partitions=6, items=100, last_gate=1)
+    enqueue_workload(feed, expected, partitions=6, items=150, last_gate=1)
     fleet = scenario.fleet(url, feed, handler)
     victim, *_ = fleet.start(3)
     wait_until(lambda: held_by(store, feed.name, victim), 30, f"{victim.name} to lease")
@@ -230,7 +230,7 @@ def test_a_watcher_clock_skewed_by_tens_of_seconds_changes_nothing(
     feed = scenario.feed(shared_url)
     store = feed.store
     expected = Expected()
-    enqueue_workload(feed, expected, partitions=6, items=30, last_gate=1)
+    enqueue_workload(feed, expected, partitions=6, items=40, last_gate=1)
     fleet = scenario.fleet(shared_url, feed, handler)
     normal = fleet.start(1)[0]
     wait_until(lambda: len(held_by(store, feed.name, normal)) == 6, 30, "w1 to lease all")

@@ -161,7 +161,7 @@ class WatcherProcess:
     def actions(self, action: str) -> list[dict[str, Any]]:
         return [e for e in self.entries() if e.get("action") == action]
 
-    def owner(self, timeout: float = 30) -> str:
+    def owner(self, timeout: float = 60) -> str:
         started = wait_until(
             lambda: self.actions("watcher_started") or not self.alive(), timeout,
             f"{self.name} to log watcher_started",
