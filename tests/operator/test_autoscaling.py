@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
@@ -84,6 +84,20 @@ def wait_replicas(kube: KubeEnv, namespace: str, name: str, wanted: int, operato
     return time.monotonic()
 
 
+def status_when(
+    kube: KubeEnv, namespace: str, name: str, check: Callable[[dict[str, Any]], bool], what: str
+) -> dict[str, Any]:
+    """Wait until the FeedWatcher's status passes ``check``; returns that status."""
+
+    def current() -> dict[str, Any] | None:
+        status = read_feedwatcher(kube, namespace, name).get("status") or {}
+        return status if check(status) else None
+
+    found = wait_until(current, timeout=10, message=what)
+    assert found is not None
+    return found
+
+
 def scaled_events(kube: KubeEnv, namespace: str, name: str) -> list[str]:
     return [e["message"] for e in events(kube, namespace, name) if e["reason"] == "Scaled"]
 
@@ -120,14 +134,8 @@ def test_replicas_follow_the_backlog_up_at_once_down_after_the_window_then_zero_
     up = wait_replicas(kube, ns, "scaled", 3, op)
     print(f"reaction time from enqueue to 3 replicas: {up - enqueued:.2f} s (pollingInterval {POLL} s)")
     assert up - enqueued <= POLL + MARGIN, f"scaled up {up - enqueued:.1f} s after the enqueue"
-    status = wait_until(
-        lambda: (
-            (read_feedwatcher(kube, ns, "scaled").get("status") or {}).get("backlog", {}).get("partitions")
-            == 40
-            and read_feedwatcher(kube, ns, "scaled")["status"]
-        ),
-        timeout=10,
-        message="status.backlog of the 40 partitions",
+    status = status_when(
+        kube, ns, "scaled", lambda st: st.get("backlog", {}).get("partitions") == 40, "status.backlog of 40"
     )
     assert status["backlog"]["items"] == 40 and status["desiredReplicas"] == 3
     assert status["backlog"]["oldestItemAgeSeconds"] >= 0 and status["lastScaleTime"]
@@ -155,14 +163,8 @@ def test_replicas_follow_the_backlog_up_at_once_down_after_the_window_then_zero_
     down, zero = seen[1][0], seen[2][0]
     assert down >= 4 - POLL - 0.5, f"3 -> 1 came {down:.1f} s after the backlog went (window 4 s)"
     assert zero >= 10 - POLL - 0.5, f"1 -> 0 came {zero:.1f} s after the backlog went (cooldown 10 s)"
-    final = wait_until(  # the status is written just after the Deployment
-        lambda: (
-            (read_feedwatcher(kube, ns, "scaled").get("status") or {}).get("desiredReplicas") == 0
-            and read_feedwatcher(kube, ns, "scaled")["status"]
-        ),
-        timeout=10,
-        message="status.desiredReplicas 0",
-    )
+    # The status is written just after the Deployment.
+    final = status_when(kube, ns, "scaled", lambda st: st.get("desiredReplicas") == 0, "desiredReplicas 0")
     assert final["lastActiveTime"]
     assert condition({"status": final}, "Ready")["reason"] == "ScaledToZero"
 
