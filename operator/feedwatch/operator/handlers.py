@@ -56,9 +56,14 @@ async def feedwatcher_event(event: kopf.RawEvent, body: kopf.Body, memo: kopf.Me
     _operator(memo).reconciler.observe(body, deleted=event.get("type") == "DELETED")
 
 
-@kopf.on.resume(GROUP, VERSION, PLURAL)
-@kopf.on.create(GROUP, VERSION, PLURAL)
-@kopf.on.update(GROUP, VERSION, PLURAL)
+#: Seconds before kopf retries a reconcile that failed unexpectedly (an API error);
+#: problems of the FeedWatcher itself are status, not failures, and are not retried here.
+RETRY_BACKOFF = 10.0
+
+
+@kopf.on.resume(GROUP, VERSION, PLURAL, backoff=RETRY_BACKOFF)
+@kopf.on.create(GROUP, VERSION, PLURAL, backoff=RETRY_BACKOFF)
+@kopf.on.update(GROUP, VERSION, PLURAL, backoff=RETRY_BACKOFF)
 async def feedwatcher_changed(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
     """Reconcile, reading the Secrets again. Problems end up in the status, not here."""
     reconciler = _operator(memo).reconciler
