@@ -11,6 +11,8 @@ apt-get to install it) the build fails and so does every test here.
 
 from __future__ import annotations
 
+import json
+import shutil
 import signal
 import subprocess
 import time
@@ -25,7 +27,7 @@ from feedwatch import Feed
 from tests.conftest import MARIADB_URL, database_url
 from tests.service.helpers import close_stores, free_port, history, store_for
 from tests.support.handler import Handler
-from tests.support.kubernetes import wait_until
+from tests.support.kubernetes import KubeEnv, wait_until
 
 pytestmark = [pytest.mark.image, pytest.mark.slow, pytest.mark.timeout(1800)]
 
@@ -183,3 +185,66 @@ def test_feedwatch_watch_in_the_container_completes_a_fan_out_fan_in_workload_on
             assert began > finished, f"{part}: gate {gate} started before gate {gate - 1} finished"
     owners = {row.owner for row in history(feed.store, feed.name, event="complete")}
     assert len(owners) == 1, f"one containerised watcher did the work: {owners}"
+
+
+def test_feedwatch_operator_in_the_container_reconciles_a_feedwatcher(
+    image: str, kube: KubeEnv, namespace: str, tmp_path: Path
+) -> None:
+    """The operator as the chart runs it: read-only root, user 10001, settings from variables."""
+    kube.kubectl("apply", "--server-side", "--force-conflicts", "-f", str(ROOT / "crds" / "feedwatcher.yaml"))
+    kube.kubectl("wait", "--for=condition=Established", "crd/feedwatchers.feedwatch.dev", "--timeout=60s")
+    url = database_url("mariadb", "sqlite://")
+    kube.kubectl("create", "secret", "generic", "feedwatch-db", "-n", namespace, f"--from-literal=url={url}")
+    kubeconfig = tmp_path / "kubeconfig"
+    shutil.copy(kube.kubeconfig, kubeconfig)
+    kubeconfig.chmod(0o644)  # read by user 10001 through the bind mount
+    health_port = free_port()
+    name = f"feedwatch-operator-{uuid.uuid4().hex[:8]}"
+    log = tmp_path / "operator.log"
+    command = [
+        "bash", str(HACK_IMAGE), "run", "--rm", "--name", name, "--network", "host", *HARDENED,
+        "--volume", f"{kubeconfig}:/etc/feedwatch/kubeconfig:ro",
+        "--env", "KUBECONFIG=/etc/feedwatch/kubeconfig",
+        "--env", f"FEEDWATCH_OPERATOR_HEALTH_PORT={health_port}",
+        "--env", f"FEEDWATCH_OPERATOR_NAMESPACES={namespace}",
+        "--env", f"FEEDWATCH_OPERATOR_WATCHER_IMAGE={image}",
+        image, "operator",
+    ]  # fmt: skip
+    started = time.monotonic()
+    with log.open("ab") as out:
+        container = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT)
+    try:
+        fw = {
+            "apiVersion": "feedwatch.dev/v1alpha1",
+            "kind": "FeedWatcher",
+            "metadata": {"name": "in-image", "namespace": namespace},
+            "spec": {
+                "database": {"urlSecretRef": {"name": "feedwatch-db"}},
+                "handler": {"url": "http://127.0.0.1:9/"},
+            },
+        }
+        kube.kubectl("apply", "-f", "-", input=json.dumps(fw))
+        deployment = wait_until(
+            lambda: json.loads(
+                kube.kubectl("get", "deployment", "in-image", "-n", namespace, "-o", "json").stdout
+            ),
+            timeout=120,
+            message=lambda: f"the watcher Deployment; operator log:\n{log.read_text()[-4000:]}",
+        )
+        _timed("operator container start to the watcher Deployment", started)
+        (watcher,) = deployment["spec"]["template"]["spec"]["containers"]
+        assert watcher["image"] == image, "the watcher image comes from FEEDWATCH_OPERATOR_WATCHER_IMAGE"
+        with urllib.request.urlopen(f"http://127.0.0.1:{health_port}/healthz", timeout=5) as answer:
+            assert answer.status == 200
+        with urllib.request.urlopen(f"http://127.0.0.1:{health_port}/metrics", timeout=5) as answer:
+            assert answer.status == 200
+        assert container.poll() is None, log.read_text()[-4000:]
+    finally:
+        if container.poll() is None:
+            container.send_signal(signal.SIGTERM)
+        try:
+            code = container.wait(60)
+        except subprocess.TimeoutExpired:
+            subprocess.run(["podman", "rm", "--force", name], capture_output=True, check=False)
+            code = container.wait(30)
+    assert code == 0, f"the operator exited {code}:\n{log.read_text()[-4000:]}"
