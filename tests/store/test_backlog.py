@@ -249,3 +249,31 @@ def test_the_autoscaler_warns_once_per_problem_and_says_when_it_recovers(server_
         assert back.condition[1] == "BacklogRead" and ("Normal", "Recovered") in [e[:2] for e in back.events]
     finally:
         reader.close()
+
+
+def test_a_restarted_autoscaler_neither_scales_down_within_a_window_nor_shortens_the_cooldown(
+    server_url: str,
+) -> None:
+    store = Store.open(server_url)
+    feed = Feed.create(store, f"t{uuid.uuid4().hex[:12]}")
+    store.close()
+    reader = BacklogReader()
+    spec = _spec(feed.name, cooldownPeriod=100, behavior={"scaleDown": {"stabilizationWindowSeconds": 30}})
+    t0 = datetime(2026, 1, 1, tzinfo=UTC)
+    # What the previous operator left: active at its last write, lastActiveTime long ago.
+    status: dict[str, Any] = {
+        "backlog": {"partitions": 6, "items": 6, "readTime": "2025-12-31T23:59:00Z"},
+        "lastActiveTime": "2025-12-31T00:00:00Z",
+        "desiredReplicas": 3,
+    }
+    try:
+        scaler = Autoscaler(backlogs=reader, registry=CollectorRegistry())  # the restarted operator
+        held = _evaluate(scaler, spec, status, 3, server_url, t0)
+        assert held.replicas == 3, "no scale-down within one window of the restart"
+        assert status["lastActiveTime"] == "2026-01-01T00:00:00Z", "the cooldown counts from the restart"
+        down = _evaluate(scaler, spec, status, 3, server_url, t0 + timedelta(seconds=31))
+        assert down.replicas == 1, "after the window: down, but the cooldown is not over"
+        zero = _evaluate(scaler, spec, status, 1, server_url, t0 + timedelta(seconds=100))
+        assert zero.replicas == 0
+    finally:
+        reader.close()

@@ -165,8 +165,9 @@ class Autoscaler:
         key = (spec.namespace, spec.name)
         state = self._states.get(key)
         if state is None:
-            last = _parse_time(status.get("lastActiveTime"))
-            state = self._states[key] = _State(Memory(since=now, last_active=last))
+            state = self._states[key] = _State(
+                Memory(since=now, last_active=_last_active(status, scaling, now))
+            )
         state.next_due = self._monotonic() + scaling.polling_interval
         policy = _policy(scaling, database_url)
         limit = max(scaling.max_replica_count * scaling.target_backlog_per_replica + 1, COUNT_FLOOR)
@@ -222,6 +223,20 @@ class Autoscaler:
                 ("Normal", "Scaled", f"scaled {current} -> {decision.replicas}: {decision.explanation}")
             )
         return events
+
+
+def _last_active(status: Mapping[str, Any], scaling: AutoscalingSpec, now: datetime) -> datetime | None:
+    """When the feed was last active, as far as the status tells a restarted operator.
+
+    ``lastActiveTime`` is written when the feed turns inactive; if the last
+    ``status.backlog`` written shows an active feed, it may have stayed active
+    until now, so the cooldown counts from now (never shorter than it should be).
+    """
+    shown = status.get("backlog") or {}
+    count = shown.get("items" if scaling.metric == "items" else "partitions")
+    if isinstance(count, int) and count > scaling.activation_backlog:
+        return now
+    return _parse_time(status.get("lastActiveTime"))
 
 
 def _policy(scaling: AutoscalingSpec, database_url: str) -> Policy:
