@@ -11,6 +11,7 @@ from __future__ import annotations
 import time
 import uuid
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -204,3 +205,33 @@ def test_an_unreachable_database_keeps_the_replicas_then_falls_back_then_recover
     wait_for_condition(kube, ns, "failing", "ScalingActive", reason="BacklogRead", operator=op, timeout=30)
     wait_replicas(kube, ns, "failing", 2, op, timeout=15)
     assert any(e["reason"] == "Recovered" for e in events(kube, ns, "failing"))
+
+
+def test_a_restarted_operator_scales_nothing_down_for_one_window(
+    crd: KubeEnv, namespace: str, feed: Feed, tmp_path: Path
+) -> None:
+    kube, ns, window = crd, namespace, 8
+    create_database_secret(kube, ns)
+    feed.pause()
+    enqueue_partitions(feed, 30)
+    feed.resume()
+    policy = {"cooldownPeriod": 2, "behavior": {"scaleDown": {"stabilizationWindowSeconds": window}}}
+    with OperatorProcess(kube, namespaces=[ns], log_path=tmp_path / "first.log") as first:
+        create_feedwatcher(kube, ns, autoscaled("restarted", feed, **policy))
+        wait_replicas(kube, ns, "restarted", 3, first)
+        status_when(
+            kube, ns, "restarted", lambda st: st.get("backlog", {}).get("partitions") == 30, "backlog"
+        )
+    feed.pause()  # the backlog is gone while no operator runs
+    with OperatorProcess(kube, namespaces=[ns], log_path=tmp_path / "second.log") as second:
+        restarted = time.monotonic()
+        seen: list[tuple[float, int | None]] = [(0.0, 3)]
+
+        def record() -> bool:
+            now = replicas(kube, ns, "restarted")
+            if now != seen[-1][1]:
+                seen.append((time.monotonic() - restarted, now))
+            return now == 0
+
+        wait_until(record, timeout=60, interval=0.1, message=lambda: f"{seen}\n{second.log_tail()}")
+    assert seen[1][0] >= window - 1, f"replicas fell {seen[1][0]:.1f} s after the restart (window {window} s)"
