@@ -302,7 +302,19 @@ def run(
                 result.rss_peak_mb = sampler.peak / 2**20
         if operator.returncode not in (0, None):
             result.notes.append(f"the operator exited {operator.returncode} on SIGTERM")
+        for component in ("kube-controller-manager", "kube-scheduler", "kwok"):
+            waits = throttled(kube.dir / "logs" / f"{component}.log")
+            if waits:
+                result.notes.append(f"{component} logged {waits} client-side throttling waits")
     return result, feeds
+
+
+def throttled(log: Path) -> int:
+    """How often a component's client waited for its own rate limiter (client-go logs each wait)."""
+    try:
+        return log.read_text(errors="replace").count("client-side throttling")
+    except OSError:
+        return 0
 
 
 def _create(kube: KubeEnv, body: dict[str, Any]) -> None:
