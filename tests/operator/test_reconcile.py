@@ -10,6 +10,8 @@ database Secrets point at the test MariaDB (``hack/databases``). Fixtures
 from __future__ import annotations
 
 import json
+import socket
+import time
 import uuid
 from typing import Any
 
@@ -366,3 +368,27 @@ def test_a_pod_template_the_api_server_refuses_is_invalid_spec_and_keeps_the_las
 
     patch_spec(kube, namespace, name, {"podTemplate": None})
     wait_for_condition(kube, namespace, name, "Ready", reason="DeploymentAvailable")
+
+
+def test_a_database_that_never_answers_does_not_hold_up_other_feedwatchers(
+    shared_operator: OperatorProcess, operator_namespace: str
+) -> None:
+    kube, namespace = shared_operator.kube, operator_namespace
+    with socket.socket() as blackhole:  # accepts connections (the kernel does), never greets
+        blackhole.bind(("127.0.0.1", 0))
+        blackhole.listen(64)
+        port = blackhole.getsockname()[1]
+        create_database_secret(
+            kube, namespace, name="silent-db", url=f"mysql+pymysql://u:p@127.0.0.1:{port}/feedwatch"
+        )
+        create_database_secret(kube, namespace)
+        create_feedwatcher(kube, namespace, feedwatcher("silent", secret="silent-db", feed=_feed()))
+        create_feedwatcher(kube, namespace, feedwatcher("good", feed=_feed()))
+        started = time.monotonic()
+        wait_for_condition(kube, namespace, "good", "Ready", reason="DeploymentAvailable", timeout=60)
+        good_ready = time.monotonic() - started
+        silent = wait_for_condition(kube, namespace, "silent", "Degraded", reason="DatabaseUnreachable")
+        silent_degraded = time.monotonic() - started
+    print(f"good Ready after {good_ready:.1f}s; silent DatabaseUnreachable after {silent_degraded:.1f}s")
+    assert "no answer within" in condition(silent, "Degraded")["message"]
+    _deployment(kube, namespace, "silent")  # created all the same

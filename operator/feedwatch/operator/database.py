@@ -11,6 +11,7 @@ event loop or its API calls.
 from __future__ import annotations
 
 import asyncio
+import socket
 import threading
 from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
@@ -31,6 +32,7 @@ from feedwatch.store.migrating import check_schema, migrate
 #: Backends the watcher pods can share; SQLite is a file on one machine.
 SHARED_BACKENDS = ("mysql", "mariadb", "postgresql")
 MIGRATE_LOCK_TIMEOUT = 60.0  # s: another process migrating the same database
+PROBE_TIMEOUT = 5.0  # s: to connect and, for MySQL, to hear the server's greeting
 
 
 @dataclass(frozen=True)
@@ -92,6 +94,20 @@ def identity(url: str, *, prefix: str, feed: str) -> Identity:
         prefix=prefix,
         feed=feed,
     )
+
+
+def probe(target: Identity, *, timeout: float = PROBE_TIMEOUT) -> None:
+    """Fail fast (OSError) when the server does not answer: connect, and for MySQL read its greeting.
+
+    The drivers wait up to their read timeout (a minute) for a server that accepts the
+    connection but never speaks; the operator must not lose a worker that long.
+    """
+    default_port = 5432 if target.backend == "postgresql" else 3306
+    with socket.create_connection((target.host, target.port or default_port), timeout=timeout) as sock:
+        if target.backend == "mysql":  # the server speaks first
+            sock.settimeout(timeout)
+            if not sock.recv(1):
+                raise ConnectionError("the server closed the connection before its greeting")
 
 
 class Databases:
@@ -173,6 +189,7 @@ class Databases:
     ) -> None:
         schema_key = (target.backend, target.host, target.port, target.database, target.prefix)
         try:
+            probe(target)
             store = self._store(url, target.prefix)
             engine = store.engine
             if migrate_schema:
@@ -196,6 +213,8 @@ class Databases:
             self._migrated.discard(schema_key)
             self._drop_store(url, target.prefix)
             first = str(getattr(error, "orig", None) or error).splitlines()[0]
+            if isinstance(error, TimeoutError):
+                first = f"no answer within {PROBE_TIMEOUT:.0f} s"
             if first.startswith("cannot reach the database at "):  # the store's wording: keep the cause
                 first = first.split(": ", 1)[-1]
             raise ProblemError(
