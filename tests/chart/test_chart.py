@@ -320,7 +320,13 @@ def test_install_upgrade_and_uninstall_keep_the_crd_and_the_users_feedwatchers(
         kube.kubectl("delete", "crd", CRD_NAME, "--wait=true", "--timeout=60s")
     release = release_name()
     fullname = f"{release}-feedwatch"
-    kube.helm("install", release, str(CHART), "-n", namespace, "--wait", "--timeout", "120s", timeout=180)
+    installed = kube.helm(
+        "install", release, str(CHART), "-n", namespace, "--wait", "--timeout", "120s", timeout=180
+    ).stdout
+    # NOTES.txt: how to declare a first FeedWatcher, and what uninstalling leaves behind.
+    notes = installed[installed.index("NOTES:") :]
+    assert "kubectl apply -f -" in notes and "kind: FeedWatcher" in notes, notes
+    assert "running, unmanaged" in " ".join(notes.split()), notes
 
     deployment = kubectl_json(kube, "get", "deployment", fullname, "-n", namespace)
     assert deployment["spec"]["strategy"]["type"] == "Recreate"
