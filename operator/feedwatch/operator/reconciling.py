@@ -227,6 +227,8 @@ class Reconciler:
                 raise
             entry.error_failures = 0
             entry.error_retry_at = None
+            if entry.database_retry_at is not None and entry.database_retry_at <= self.clock():
+                entry.database_retry_at = None  # not reached (another problem first): not due again
             self.metrics.reconciles.labels(outcome).inc()
             self.metrics.duration.observe(time.monotonic() - started)
             return outcome
