@@ -14,7 +14,8 @@ Two ways to use it:
 - ``OperatorProcess(kube, namespaces=[namespace], ...)`` as a context manager
   in a test that needs its own operator (e.g. one it stops and starts).
 
-Import the fixtures you use into the test module::
+``tests/operator/conftest.py`` makes the fixtures (``crd``, ``shared_operator``,
+``operator_namespace``) available to every test there; elsewhere, import them::
 
     from tests.support.operator import crd, operator_namespace, shared_operator  # noqa: F401
 
