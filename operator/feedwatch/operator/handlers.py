@@ -41,7 +41,11 @@ async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) ->
     options = memo.get("feedwatch_settings") or OperatorSettings.from_environment()
     operator = Operator(options)
     memo["feedwatch_operator"] = operator
-    await operator.start()
+    try:
+        await operator.start()
+    except Exception as error:  # e.g. the health port is taken: stop, do not limp
+        await operator.stop()
+        raise kopf.PermanentError(f"the operator cannot start: {error}") from error
 
 
 @kopf.on.cleanup()

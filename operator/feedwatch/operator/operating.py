@@ -43,7 +43,6 @@ class Operator:
         self._stopped = False
 
     async def start(self) -> None:
-        self.loop.start()
         if self.settings.health_port:
             app = web.Application()
             app.router.add_get("/healthz", self._healthz)
@@ -52,6 +51,7 @@ class Operator:
             self._runner = web.AppRunner(app, access_log=None)
             await self._runner.setup()
             await web.TCPSite(self._runner, "0.0.0.0", self.settings.health_port).start()  # noqa: S104
+        self.loop.start()
         log.info(
             "operator started (namespaces: %s, watcher image %s, health port %s)",
             ", ".join(self.settings.namespaces) or "all",

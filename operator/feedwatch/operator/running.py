@@ -38,14 +38,21 @@ def run(settings: OperatorSettings) -> int:
     kopf_logger.handlers[:] = [feedwatch_handler]
     kopf_logger.setLevel(logging.DEBUG if settings.log_level.upper() == "DEBUG" else logging.WARNING)
     kopf_logger.propagate = False
-    asyncio.run(
-        kopf.operator(
-            clusterwide=not settings.namespaces,
-            namespaces=list(settings.namespaces),
-            standalone=True,
-            memo=kopf.Memo(feedwatch_settings=settings),
+    try:
+        asyncio.run(
+            kopf.operator(
+                clusterwide=not settings.namespaces,
+                namespaces=list(settings.namespaces),
+                standalone=True,
+                memo=kopf.Memo(feedwatch_settings=settings),
+            )
         )
-    )
+    except Exception as error:  # e.g. a startup handler failed: say why in one line, exit 1
+        cause = error.__cause__ or error
+        logging.getLogger("feedwatch.operator").error(  # noqa: TRY400 - kopf logged the traceback
+            "the operator stopped: %s", cause, extra={"action": "operator_failed"}
+        )
+        return 1
     return 0
 
 
