@@ -13,6 +13,8 @@ started with the operator. Each pass:
   ``DeploymentConflict`` look at the object in the way again;
 - reconciles the FeedWatchers whose retry is due (an unreachable database,
   with backoff up to ``database_retry_cap``; an unexpected API failure);
+  each reconcile runs in a task of its own, so one slow database never delays
+  the next pass;
 - then sleeps until the next of those is due (at most one second).
 
 A reconcile that fails is logged and retried; the loop itself never dies of
@@ -23,9 +25,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
 
 from feedwatch.operator import problems
 from feedwatch.operator.reconciling import Key, Reconciler
@@ -53,6 +56,8 @@ class BackgroundLoop:
         self._task: asyncio.Task[None] | None = None
         self._next_secret_check = 0.0
         self._wake = asyncio.Event()
+        self._inflight: dict[Key, asyncio.Task[None]] = {}
+        self._again: set[Key] = set()
 
     @property
     def alive(self) -> bool:
@@ -70,6 +75,10 @@ class BackgroundLoop:
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await task
+        inflight = list(self._inflight.values())
+        for running in inflight:
+            running.cancel()
+        await asyncio.gather(*inflight, return_exceptions=True)
 
     def wake(self) -> None:
         """Run a pass now (e.g. a retry became due earlier than the loop expected)."""
@@ -98,15 +107,14 @@ class BackgroundLoop:
         if now >= self._next_secret_check:
             self._next_secret_check = now + self.secret_check_interval
             await self.check_secrets()
-        due = self.reconciler.due(self.clock())
-        if due:
-            await self.reconciler.gather(self.reconciler.reconcile_quietly(key) for key in due)
+        self.spawn(self.reconciler.due(self.clock()))
         for hook in self.hooks:
             await hook(self.clock())
 
     async def _sleep(self) -> None:
         now = self.clock()
-        wake_at = min(self._next_secret_check, self.reconciler.next_due() or float("inf"))
+        next_due = self.reconciler.next_due(exclude=self._inflight.keys())
+        wake_at = min(self._next_secret_check, next_due or float("inf"))
         delay = max(0.05, min(self.max_sleep, wake_at - now))
         self._wake.clear()
         with contextlib.suppress(TimeoutError):
@@ -136,8 +144,30 @@ class BackgroundLoop:
             if entry.problem is not None and entry.problem.reason == problems.DEPLOYMENT_CONFLICT:
                 reconciler.deployments.pop(entry.key, None)  # read the object in the way again
                 changed.add(entry.key)
-        if changed:
-            await reconciler.gather(reconciler.reconcile_quietly(key) for key in sorted(changed))
+        self.spawn(sorted(changed), again=True)
+
+    def spawn(self, keys: Iterable[Key], *, again: bool = False) -> None:
+        """Reconcile ``keys`` in tasks of their own, so a slow one never holds up the loop.
+
+        With ``again``, a key already being reconciled is reconciled once more when that
+        run ends (it may have read what has just changed).
+        """
+        for key in keys:
+            if key in self._inflight:
+                if again:
+                    self._again.add(key)
+                continue
+            task = asyncio.create_task(
+                self.reconciler.reconcile_quietly(key), name=f"reconcile {key[0]}/{key[1]}"
+            )
+            self._inflight[key] = task
+            task.add_done_callback(functools.partial(self._finished, key))
+
+    def _finished(self, key: Key, _task: asyncio.Task[None]) -> None:
+        self._inflight.pop(key, None)
+        if key in self._again and self._task is not None:
+            self._again.discard(key)
+            self.spawn([key])
 
 
 def _version(snapshot: object) -> tuple[str, str] | None:

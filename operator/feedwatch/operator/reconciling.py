@@ -202,9 +202,14 @@ class Reconciler:
                 keys.append(entry.key)
         return keys
 
-    def next_due(self) -> float | None:
+    def next_due(self, *, exclude: Iterable[Key] = ()) -> float | None:
+        skip = set(exclude)
         times = [
-            t for e in self.entries.values() for t in (e.database_retry_at, e.error_retry_at) if t is not None
+            t
+            for e in self.entries.values()
+            if e.key not in skip
+            for t in (e.database_retry_at, e.error_retry_at)
+            if t is not None
         ]
         return min(times, default=None)
 
