@@ -30,6 +30,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
+import logging
 import socket
 from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
@@ -41,6 +42,8 @@ from kubernetes import client, config
 from kubernetes.client.exceptions import ApiException
 
 from feedwatch.operator.deployments import API_VERSION, FIELD_MANAGER, KIND
+
+log = logging.getLogger("feedwatch.operator.kube")
 
 GROUP, VERSION = API_VERSION.split("/")
 PLURAL = "feedwatchers"
@@ -204,28 +207,39 @@ class Kube:
         self._on_write("deployment")
         return result
 
-    async def patch_status(self, namespace: str, name: str, patch: Mapping[str, Any]) -> dict[str, Any]:
-        """A merge patch of the status subresource; returns the FeedWatcher."""
+    async def patch_status(
+        self, namespace: str, name: str, patch: Mapping[str, Any]
+    ) -> dict[str, Any] | None:
+        """A merge patch of the status subresource; returns the FeedWatcher (None: it is gone)."""
 
-        def send() -> dict[str, Any]:
-            return _json(
-                self.custom.patch_namespaced_custom_object_status(
-                    GROUP,
-                    VERSION,
-                    namespace,
-                    PLURAL,
-                    name,
-                    {"status": dict(patch)},
-                    field_manager=FIELD_MANAGER,
-                    _content_type="application/merge-patch+json",
-                    _preload_content=False,
-                    _request_timeout=REQUEST_TIMEOUT,
-                )
-            )
+        def send() -> dict[str, Any] | None:
+            try:
+                return self._patch_status(namespace, name, patch)
+            except ApiException as error:
+                if error.status == 404:
+                    return None
+                raise
 
         result = await self._call(send)
-        self._on_write("status")
+        if result is not None:
+            self._on_write("status")
         return result
+
+    def _patch_status(self, namespace: str, name: str, patch: Mapping[str, Any]) -> dict[str, Any]:
+        return _json(
+            self.custom.patch_namespaced_custom_object_status(
+                GROUP,
+                VERSION,
+                namespace,
+                PLURAL,
+                name,
+                {"status": dict(patch)},
+                field_manager=FIELD_MANAGER,
+                _content_type="application/merge-patch+json",
+                _preload_content=False,
+                _request_timeout=REQUEST_TIMEOUT,
+            )
+        )
 
     async def post_event(
         self, feedwatcher: Mapping[str, Any], *, type_: str, reason: str, message: str
@@ -255,13 +269,25 @@ class Kube:
             "count": 1,
         }
 
-        def send() -> None:
-            self.core.create_namespaced_event(
-                str(meta.get("namespace")),
-                cast(Any, body),  # a plain dict is sent as JSON
-                _preload_content=False,
-                _request_timeout=REQUEST_TIMEOUT,
-            )
+        def send() -> bool:
+            try:
+                self.core.create_namespaced_event(
+                    str(meta.get("namespace")),
+                    cast(Any, body),  # a plain dict is sent as JSON
+                    _preload_content=False,
+                    _request_timeout=REQUEST_TIMEOUT,
+                )
+            except ApiException as error:  # best effort: e.g. the namespace is being deleted
+                log.warning(
+                    "cannot post Event %s on %s/%s: %s",
+                    reason,
+                    meta.get("namespace"),
+                    meta.get("name"),
+                    _message(error),
+                    extra={"action": "event_failed"},
+                )
+                return False
+            return True
 
-        await self._call(send)
-        self._on_write("event")
+        if await self._call(send):
+            self._on_write("event")

@@ -453,7 +453,7 @@ class Reconciler:
         if not patch:
             return
         result = await self.kube.patch_status(entry.namespace, entry.name, patch)
-        if _resource_version(result) >= _resource_version(entry.body):
+        if result is not None and _resource_version(result) >= _resource_version(entry.body):
             entry.body = result
 
     async def _post_events(self, entry: Entry, spec: FeedWatcherSpec | None, problem: Problem | None) -> None:
