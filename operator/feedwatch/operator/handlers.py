@@ -38,6 +38,11 @@ async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) ->
     )
     settings.posting.level = logging.WARNING
     settings.peering.standalone = True
+    # Renew watch streams regularly: a connection that died silently (a NAT, a proxy)
+    # would otherwise leave the operator blind without knowing it.
+    settings.watching.server_timeout = 600
+    settings.watching.client_timeout = 660
+    settings.watching.connect_timeout = 30
     options = memo.get("feedwatch_settings") or OperatorSettings.from_environment()
     operator = Operator(options)
     memo["feedwatch_operator"] = operator
