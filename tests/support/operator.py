@@ -223,7 +223,8 @@ def operator_namespace(shared_operator: OperatorProcess, request: pytest.Fixture
     """A fresh namespace served by the module's operator; dumped (with the operator log) on failure."""
     kube = shared_operator.kube
     prefix = shared_operator.prefix
-    name = f"{prefix}-{_namespace_name(request.node.name)[2:]}"[:63].rstrip("-")
+    stem = _namespace_name(request.node.name)[2:-7][:40].strip("-")  # without "t-" and the suffix
+    name = f"{prefix}-{stem}-{uuid.uuid4().hex[:6]}"
     kube.kubectl("create", "namespace", name)
     wait_until(
         lambda: kube.core_v1.read_namespaced_service_account("default", name),
