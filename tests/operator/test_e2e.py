@@ -149,7 +149,7 @@ def test_a_feedwatcher_on_mariadb_processes_a_fan_out_fan_in_workload_to_complet
     assert watcher.running and watcher.restarts == 0, node.dump()
 
 
-def test_scaling_the_feedwatcher_to_three_gives_three_watchers_that_share_the_partitions(
+def test_scaling_the_feedwatcher_to_three_gives_three_watchers_that_share_the_partitions_and_back(
     kube: KubeEnv,
     operator_namespace: str,  # noqa: F811
     shared_operator: OperatorProcess,  # noqa: F811
@@ -194,3 +194,17 @@ def test_scaling_the_feedwatcher_to_three_gives_three_watchers_that_share_the_pa
     assert len(owners) == 3, f"completions by {owners}"
     assert set(owners) <= set(store.live_watchers(feed, store.now()))
     assert all(p.running and p.restarts == 0 for p in three), node.dump()
+
+    # Back to one: the two pods deleted get SIGTERM and their watchers stop cleanly
+    # (exit 0 within the grace period, no SIGKILL), leaving one live watcher.
+    kube.kubectl("scale", f"fw/{name}", "--replicas", "1", "-n", ns)
+    (kept,) = node.wait_for(1, {POD_LABEL: name}, timeout=90)
+    stopped = [p for p in three if p is not kept]
+    assert len(stopped) == 2
+    for p in stopped:
+        assert (p.exit_codes, p.killed) == ([0], False), node.dump()
+    wait_until(
+        lambda: len(store.live_watchers(feed, store.now())) == 1,
+        timeout=60,
+        message=lambda: f"one live watcher after scaling down\n{node.dump()}",
+    )
