@@ -28,7 +28,7 @@ lint: ## ruff, mypy (strict), import-linter, hadolint
 	hadolint Dockerfile
 
 .PHONY: test
-test: install databases k8s ## every test on SQLite, MariaDB, PostgreSQL and the real API server
+test: install databases k8s image-tools ## every test on SQLite, MariaDB, PostgreSQL, the real API server and a real image build
 	$(PYTEST) -p no:cacheprovider tests
 
 .PHONY: test-fast
@@ -46,6 +46,10 @@ demo: ## the demo: screen job applications on a temporary SQLite database
 .PHONY: constraints
 constraints: ## re-pin requirements/constraints.txt (the image's dependencies) from pyproject.toml
 	hack/image constraints
+
+.PHONY: image-tools
+image-tools: ## install podman, buildah, runc and debootstrap if missing (the image tier of make test)
+	hack/image tools
 
 .PHONY: image
 image: ## build the image with podman (Debian base, offline from a wheelhouse): localhost/feedwatch:<version>
