@@ -68,6 +68,24 @@ def run(*args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
     )
 
 
+def start_container(name: str, args: list[str], log: Path) -> subprocess.Popen[bytes]:
+    """``hack/image run`` in the background as the product runs it (host network, hardened), into ``log``."""
+    command = ["bash", str(HACK_IMAGE), "run", "--rm", "--name", name, "--network", "host", *HARDENED, *args]
+    with log.open("ab") as out:
+        return subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT)
+
+
+def stop_container(container: subprocess.Popen[bytes], name: str) -> int:
+    """SIGTERM (podman run forwards it to the container); its exit code. Removed by force after 60 s."""
+    if container.poll() is None:
+        container.send_signal(signal.SIGTERM)
+    try:
+        return container.wait(60)
+    except subprocess.TimeoutExpired:
+        subprocess.run(["podman", "rm", "--force", name], capture_output=True, check=False)
+        return container.wait(30)
+
+
 def test_the_image_runs_both_entry_points_on_a_read_only_root_as_the_non_root_user(image: str) -> None:
     started = time.monotonic()
     top = run(*HARDENED, image, "--help")
@@ -133,15 +151,13 @@ def test_feedwatch_watch_in_the_container_completes_a_fan_out_fan_in_workload_on
     health_port = free_port()
     name = f"feedwatch-test-{uuid.uuid4().hex[:8]}"
     log = tmp_path / "container.log"
-    command = [
-        "bash", str(HACK_IMAGE), "run", "--rm", "--name", name, "--network", "host", *HARDENED,
+    args = [
         "--env", f"FEEDWATCH_HEALTH_PORT={health_port}",
         image, "watch", "--db", url, "--feed", feed.name, "--handler", handler.url,
         "--lease-duration", "3", "--poll-interval", "0.2", "--grace-period", "5",
     ]  # fmt: skip
     started = time.monotonic()
-    with log.open("ab") as out:
-        container = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT)
+    container = start_container(name, args, log)
     try:
         store = feed.store
         wait_until(
@@ -164,13 +180,7 @@ def test_feedwatch_watch_in_the_container_completes_a_fan_out_fan_in_workload_on
         _timed(f"workload ({PARTITIONS} partitions x {ITEMS} items x {LAST_GATE + 1} gates)", workload)
         assert container.poll() is None, "the container exited during the run"
     finally:
-        if container.poll() is None:
-            container.send_signal(signal.SIGTERM)  # podman run forwards it to the container
-        try:
-            code = container.wait(60)
-        except subprocess.TimeoutExpired:
-            subprocess.run(["podman", "rm", "--force", name], capture_output=True, check=False)
-            code = container.wait(30)
+        code = stop_container(container, name)
     assert code == 0, f"the watcher exited {code}:\n{log.read_text()[-3000:]}"
 
     calls = handler.records("call")
@@ -201,8 +211,7 @@ def test_feedwatch_operator_in_the_container_reconciles_a_feedwatcher(
     health_port = free_port()
     name = f"feedwatch-operator-{uuid.uuid4().hex[:8]}"
     log = tmp_path / "operator.log"
-    command = [
-        "bash", str(HACK_IMAGE), "run", "--rm", "--name", name, "--network", "host", *HARDENED,
+    args = [
         "--volume", f"{kubeconfig}:/etc/feedwatch/kubeconfig:ro",
         "--env", "KUBECONFIG=/etc/feedwatch/kubeconfig",
         "--env", f"FEEDWATCH_OPERATOR_HEALTH_PORT={health_port}",
@@ -211,8 +220,7 @@ def test_feedwatch_operator_in_the_container_reconciles_a_feedwatcher(
         image, "operator",
     ]  # fmt: skip
     started = time.monotonic()
-    with log.open("ab") as out:
-        container = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT)
+    container = start_container(name, args, log)
     try:
         fw = {
             "apiVersion": "feedwatch.dev/v1alpha1",
@@ -240,11 +248,5 @@ def test_feedwatch_operator_in_the_container_reconciles_a_feedwatcher(
             assert answer.status == 200
         assert container.poll() is None, log.read_text()[-4000:]
     finally:
-        if container.poll() is None:
-            container.send_signal(signal.SIGTERM)
-        try:
-            code = container.wait(60)
-        except subprocess.TimeoutExpired:
-            subprocess.run(["podman", "rm", "--force", name], capture_output=True, check=False)
-            code = container.wait(30)
+        code = stop_container(container, name)
     assert code == 0, f"the operator exited {code}:\n{log.read_text()[-4000:]}"
