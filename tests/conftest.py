@@ -1,10 +1,12 @@
 """Shared fixtures: real databases, a fresh feed per test, watcher processes.
 
-Databases come from ``FEEDWATCH_TEST_MARIADB_URL`` and
-``FEEDWATCH_TEST_POSTGRES_URL`` (loopback defaults match ``hack/databases``).
-``FEEDWATCH_TEST_DATABASES`` picks which to run (default: all three;
-``make test-fast`` sets ``sqlite``). A database that is selected but
-unreachable FAILS its tests: nothing is skipped.
+Databases come from ``FEEDWATCH_TEST_MARIADB_URL``,
+``FEEDWATCH_TEST_POSTGRES_URL`` and ``FEEDWATCH_TEST_GALERA_URL`` (loopback
+defaults match ``hack/databases``; the Galera URL lists its three nodes, so a
+pool spreads over them). ``FEEDWATCH_TEST_DATABASES`` picks which to run
+(default: sqlite, mariadb, postgresql; ``galera`` is opt-in, started by
+``hack/databases up galera``; ``make test-fast`` sets ``sqlite``). A database
+that is selected but unreachable FAILS its tests: nothing is skipped.
 """
 
 from __future__ import annotations
@@ -28,8 +30,14 @@ MARIADB_URL = os.environ.get(
 POSTGRES_URL = os.environ.get(
     "FEEDWATCH_TEST_POSTGRES_URL", "postgresql+psycopg://feedwatch:feedwatch@127.0.0.1:15432/feedwatch"
 )
+GALERA_URL = os.environ.get(
+    "FEEDWATCH_TEST_GALERA_URL",
+    "mysql+pymysql://feedwatch:feedwatch@127.0.0.1:13316/feedwatch?host=127.0.0.1:13317&host=127.0.0.1:13318",
+)
 SELECTED = os.environ.get("FEEDWATCH_TEST_DATABASES", "sqlite,mariadb,postgresql").split(",")
-ALL_DATABASES = [d for d in ("sqlite", "mariadb", "postgresql") if d in SELECTED]
+ALL_DATABASES = [d for d in ("sqlite", "mariadb", "postgresql", "galera") if d in SELECTED]
+#: Tests of the Galera cluster itself are collected only when it is selected.
+collect_ignore_glob = [] if "galera" in SELECTED else ["*/test_galera*.py"]
 
 
 @pytest.fixture(scope="session")
@@ -51,14 +59,15 @@ def _prepare(url: str) -> str:
         except Exception as error:  # a selected database must be there: fail, never skip
             pytest.fail(
                 f"database {url.rsplit('@', maxsplit=1)[-1]} is unavailable: {error}. "
-                "Start it with `hack/databases up`."
+                "Start it with `hack/databases up` (Galera: `hack/databases up galera`)."
             )
         _migrated[url] = url
     return url
 
 
 def database_url(name: str, sqlite_url: str) -> str:
-    return _prepare({"sqlite": sqlite_url, "mariadb": MARIADB_URL, "postgresql": POSTGRES_URL}[name])
+    urls = {"sqlite": sqlite_url, "mariadb": MARIADB_URL, "postgresql": POSTGRES_URL, "galera": GALERA_URL}
+    return _prepare(urls[name])
 
 
 @pytest.fixture(params=ALL_DATABASES)
@@ -67,7 +76,7 @@ def db_url(request: pytest.FixtureRequest, sqlite_url: str) -> str:
     return database_url(request.param, sqlite_url)
 
 
-@pytest.fixture(params=[d for d in ALL_DATABASES if d in ("sqlite", "mariadb")])
+@pytest.fixture(params=[d for d in ALL_DATABASES if d in ("sqlite", "mariadb", "galera")])
 def db_url_sqlite_mariadb(request: pytest.FixtureRequest, sqlite_url: str) -> str:
     return database_url(request.param, sqlite_url)
 
