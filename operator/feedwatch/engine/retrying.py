@@ -89,16 +89,7 @@ def broken(
     ``permanent``: the item fails now, whatever ``max_retries`` allows.
     """
     failures = claimed.failures + 1
-    base: dict[str, Any] = {
-        "pk": claimed.pk,
-        "partition_pk": partition_pk,
-        "version": claimed.version,
-        "attempt": claimed.attempt,
-        "gate": claimed.gate,
-        "failures": failures,
-        "polls": claimed.polls,
-        "next_attempt_at": now,
-    }
+    base = _claim_fields(partition_pk, claimed, now, failures=failures)
     if permanent:
         return _fail(base, message)
     if settings.max_retries != -1 and failures > settings.max_retries:
@@ -113,6 +104,20 @@ def broken(
     )
 
 
+def _claim_fields(partition_pk: int, claimed: Claimed, now: datetime, *, failures: int) -> dict[str, Any]:
+    """The outcome's fields as the claim left them (the write's version check needs them), due ``now``."""
+    return {
+        "pk": claimed.pk,
+        "partition_pk": partition_pk,
+        "version": claimed.version,
+        "attempt": claimed.attempt,
+        "gate": claimed.gate,
+        "failures": failures,
+        "polls": claimed.polls,
+        "next_attempt_at": now,
+    }
+
+
 def _outcome(
     partition_pk: int,
     claimed: Claimed,
@@ -121,16 +126,7 @@ def _outcome(
     now: datetime,
     rng: random.Random,
 ) -> ItemOutcome:
-    base: dict[str, Any] = {
-        "pk": claimed.pk,
-        "partition_pk": partition_pk,
-        "version": claimed.version,
-        "attempt": claimed.attempt,
-        "gate": claimed.gate,
-        "failures": claimed.failures,
-        "polls": claimed.polls,
-        "next_attempt_at": now,
-    }
+    base = _claim_fields(partition_pk, claimed, now, failures=claimed.failures)
     if isinstance(answer, BaseException):
         return _failure(base, claimed, answer, settings, now, rng)
     try:
