@@ -115,6 +115,19 @@ class Kube:
     async def _call(self, function: Callable[[], T]) -> T:
         return await asyncio.get_running_loop().run_in_executor(self._pool, function)
 
+    async def _unless_gone(self, request: Callable[[], Any]) -> dict[str, Any] | None:
+        """The JSON that ``request`` (an API call, raw) answers; None when the object does not exist."""
+
+        def send() -> dict[str, Any] | None:
+            try:
+                return _json(request())
+            except ApiException as error:
+                if error.status == 404:
+                    return None
+                raise
+
+        return await self._call(send)
+
     def close(self) -> None:
         self._pool.shutdown(wait=False, cancel_futures=True)
         self.api_client.close()  # type: ignore[no-untyped-call]
@@ -122,62 +135,39 @@ class Kube:
     # -- reads ------------------------------------------------------------
     async def read_secret(self, namespace: str, name: str) -> SecretSnapshot | None:
         """The Secret, or None when it does not exist."""
-
-        def read() -> SecretSnapshot | None:
-            try:
-                body = _json(
-                    self.core.read_namespaced_secret(
-                        name, namespace, _preload_content=False, _request_timeout=REQUEST_TIMEOUT
-                    )
-                )
-            except ApiException as error:
-                if error.status == 404:
-                    return None
-                raise
-            meta = body.get("metadata") or {}
-            return SecretSnapshot(
-                uid=str(meta.get("uid", "")),
-                resource_version=str(meta.get("resourceVersion", "")),
-                data=dict(body.get("data") or {}),
+        body = await self._unless_gone(
+            lambda: self.core.read_namespaced_secret(
+                name, namespace, _preload_content=False, _request_timeout=REQUEST_TIMEOUT
             )
-
-        return await self._call(read)
+        )
+        if body is None:
+            return None
+        meta = body.get("metadata") or {}
+        return SecretSnapshot(
+            uid=str(meta.get("uid", "")),
+            resource_version=str(meta.get("resourceVersion", "")),
+            data=dict(body.get("data") or {}),
+        )
 
     async def read_deployment(self, namespace: str, name: str) -> dict[str, Any] | None:
-        def read() -> dict[str, Any] | None:
-            try:
-                return _json(
-                    self.apps.read_namespaced_deployment(
-                        name, namespace, _preload_content=False, _request_timeout=REQUEST_TIMEOUT
-                    )
-                )
-            except ApiException as error:
-                if error.status == 404:
-                    return None
-                raise
-
-        return await self._call(read)
+        return await self._unless_gone(
+            lambda: self.apps.read_namespaced_deployment(
+                name, namespace, _preload_content=False, _request_timeout=REQUEST_TIMEOUT
+            )
+        )
 
     async def read_feedwatcher(self, namespace: str, name: str) -> dict[str, Any] | None:
-        def read() -> dict[str, Any] | None:
-            try:
-                return _json(
-                    self.custom.get_namespaced_custom_object(
-                        GROUP,
-                        VERSION,
-                        namespace,
-                        PLURAL,
-                        name,
-                        _preload_content=False,
-                        _request_timeout=REQUEST_TIMEOUT,
-                    )
-                )
-            except ApiException as error:
-                if error.status == 404:
-                    return None
-                raise
-
-        return await self._call(read)
+        return await self._unless_gone(
+            lambda: self.custom.get_namespaced_custom_object(
+                GROUP,
+                VERSION,
+                namespace,
+                PLURAL,
+                name,
+                _preload_content=False,
+                _request_timeout=REQUEST_TIMEOUT,
+            )
+        )
 
     # -- writes -----------------------------------------------------------
     async def apply_deployment(self, manifest: Mapping[str, Any]) -> dict[str, Any]:
@@ -211,23 +201,8 @@ class Kube:
         self, namespace: str, name: str, patch: Mapping[str, Any]
     ) -> dict[str, Any] | None:
         """A merge patch of the status subresource; returns the FeedWatcher (None: it is gone)."""
-
-        def send() -> dict[str, Any] | None:
-            try:
-                return self._patch_status(namespace, name, patch)
-            except ApiException as error:
-                if error.status == 404:
-                    return None
-                raise
-
-        result = await self._call(send)
-        if result is not None:
-            self._on_write("status")
-        return result
-
-    def _patch_status(self, namespace: str, name: str, patch: Mapping[str, Any]) -> dict[str, Any]:
-        return _json(
-            self.custom.patch_namespaced_custom_object_status(
+        result = await self._unless_gone(
+            lambda: self.custom.patch_namespaced_custom_object_status(
                 GROUP,
                 VERSION,
                 namespace,
@@ -240,6 +215,9 @@ class Kube:
                 _request_timeout=REQUEST_TIMEOUT,
             )
         )
+        if result is not None:
+            self._on_write("status")
+        return result
 
     async def post_event(
         self, feedwatcher: Mapping[str, Any], *, type_: str, reason: str, message: str
