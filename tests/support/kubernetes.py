@@ -76,9 +76,7 @@ def wait_until(
             last_error = exc
         if time.monotonic() >= deadline:
             text = message() if callable(message) else message
-            detail = (
-                f"; last error: {last_error!r}" if last_error else f"; last value: {last_value!r}"
-            )
+            detail = f"; last error: {last_error!r}" if last_error else f"; last value: {last_value!r}"
             raise AssertionError(f"timed out after {timeout:.0f}s waiting for {text}{detail}")
         time.sleep(interval)
 
@@ -139,8 +137,7 @@ class KubeEnv:
         )
         if check and proc.returncode != 0:
             raise KubeCommandError(
-                f"{' '.join(cmd)} exited {proc.returncode}\n"
-                f"stdout:\n{proc.stdout}\nstderr:\n{proc.stderr}"
+                f"{' '.join(cmd)} exited {proc.returncode}\nstdout:\n{proc.stdout}\nstderr:\n{proc.stderr}"
             )
         return proc
 
@@ -208,9 +205,7 @@ class KubeEnv:
         return text
 
 
-def _run_k8s_env(
-    args: Sequence[str], log: Path, timeout: float
-) -> subprocess.CompletedProcess[str]:
+def _run_k8s_env(args: Sequence[str], log: Path, timeout: float) -> subprocess.CompletedProcess[str]:
     with log.open("a") as fh:
         fh.write(f"$ hack/k8s-env {' '.join(args)}\n")
         fh.flush()
@@ -293,9 +288,7 @@ def _build(config: pytest.Config) -> None:
     log = Path(name)
     reporter = config.pluginmanager.get_plugin("terminalreporter")
     if reporter is not None:
-        reporter.write_line(
-            f"hack/k8s-env build (cached after the first build of ~10 min), log: {log}"
-        )
+        reporter.write_line(f"hack/k8s-env build (cached after the first build of ~10 min), log: {log}")
     started = time.monotonic()
     try:
         proc = _run_k8s_env(["build"], log, BUILD_TIMEOUT)
@@ -322,17 +315,13 @@ def pytest_collection_finish(session: pytest.Session) -> None:
 
 # ------------------------------------------------------------------ fixtures
 @pytest.fixture(scope="session")
-def kube(
-    tmp_path_factory: pytest.TempPathFactory, pytestconfig: pytest.Config
-) -> Iterator[KubeEnv]:
+def kube(tmp_path_factory: pytest.TempPathFactory, pytestconfig: pytest.Config) -> Iterator[KubeEnv]:
     """The running Kubernetes test environment (started once per session)."""
     reuse = os.environ.get("FEEDWATCH_K8S_ENV_DIR")
     if reuse:
         env_dir = Path(reuse).resolve()
         if not (env_dir / "env.json").exists():
-            pytest.fail(
-                f"FEEDWATCH_K8S_ENV_DIR={reuse} holds no environment (run hack/k8s-env up {reuse})"
-            )
+            pytest.fail(f"FEEDWATCH_K8S_ENV_DIR={reuse} holds no environment (run hack/k8s-env up {reuse})")
         env = _load_env(env_dir, owned=False)
         try:
             env.kubectl("get", "--raw", "/readyz", timeout=10)
@@ -352,9 +341,7 @@ def kube(
     started = False
     try:
         try:
-            proc = _run_k8s_env(
-                ["up", str(env_dir), "--owner-pid", str(os.getpid())], log, START_TIMEOUT
-            )
+            proc = _run_k8s_env(["up", str(env_dir), "--owner-pid", str(os.getpid())], log, START_TIMEOUT)
         except subprocess.TimeoutExpired:
             _fail_start(f"start timed out after {START_TIMEOUT:.0f}s", log, env_dir)
         if proc.returncode != 0:
@@ -381,13 +368,10 @@ def _namespace_name(test_name: str) -> str:
     return f"t-{stem}-{suffix}"
 
 
-@pytest.fixture
-def namespace(kube: KubeEnv, request: pytest.FixtureRequest) -> Iterator[str]:
-    """A unique namespace for one test; deleted afterwards, dumped on failure."""
+def create_namespace(kube: KubeEnv, name: str) -> None:
+    """Create a test's namespace and wait until it takes pods."""
     from kubernetes import client
-    from kubernetes.client.exceptions import ApiException
 
-    name = _namespace_name(request.node.name)
     kube.core_v1.create_namespace(
         client.V1Namespace(
             metadata=client.V1ObjectMeta(name=name, labels={"feedwatch.test/namespace": "true"})
@@ -399,16 +383,25 @@ def namespace(kube: KubeEnv, request: pytest.FixtureRequest) -> Iterator[str]:
         timeout=30,
         message=f"service account default in namespace {name}",
     )
+
+
+def setup_or_call_failed(request: pytest.FixtureRequest) -> bool:
+    """In a fixture's teardown: whether the test's setup or call failed (so its state is dumped)."""
+    return any(
+        getattr(getattr(request.node, f"rep_{when}", None), "failed", False) for when in ("setup", "call")
+    )
+
+
+@pytest.fixture
+def namespace(kube: KubeEnv, request: pytest.FixtureRequest) -> Iterator[str]:
+    """A unique namespace for one test; deleted afterwards, dumped on failure."""
+    from kubernetes.client.exceptions import ApiException
+
+    name = _namespace_name(request.node.name)
+    create_namespace(kube, name)
     yield name
 
-    failed = any(
-        getattr(rep, "failed", False)
-        for rep in (
-            getattr(request.node, "rep_setup", None),
-            getattr(request.node, "rep_call", None),
-        )
-    )
-    if failed:
+    if setup_or_call_failed(request):
         print(f"\n===== Kubernetes state of namespace {name} at failure =====")
         print(kube.dump_namespace(name))
     try:

@@ -42,7 +42,13 @@ from typing import Any
 import pytest
 from kubernetes.client.exceptions import ApiException
 
-from tests.support.kubernetes import KubeEnv, _namespace_name, wait_until
+from tests.support.kubernetes import (
+    KubeEnv,
+    _namespace_name,
+    create_namespace,
+    setup_or_call_failed,
+    wait_until,
+)
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 CRD_PATH = REPO_ROOT / "crds" / "feedwatcher.yaml"
@@ -225,17 +231,9 @@ def operator_namespace(shared_operator: OperatorProcess, request: pytest.Fixture
     prefix = shared_operator.prefix
     stem = _namespace_name(request.node.name)[2:-7][:40].strip("-")  # without "t-" and the suffix
     name = f"{prefix}-{stem}-{uuid.uuid4().hex[:6]}"
-    kube.kubectl("create", "namespace", name)
-    wait_until(
-        lambda: kube.core_v1.read_namespaced_service_account("default", name),
-        timeout=30,
-        message=f"service account default in namespace {name}",
-    )
+    create_namespace(kube, name)
     yield name
-    failed = any(
-        getattr(getattr(request.node, f"rep_{when}", None), "failed", False) for when in ("setup", "call")
-    )
-    if failed:
+    if setup_or_call_failed(request):
         print(f"\n===== Kubernetes state of namespace {name} at failure =====")
         print(kube.dump_namespace(name))
         print(kube.kubectl("get", "fw", "-n", name, "-o", "yaml", check=False).stdout)
