@@ -54,6 +54,30 @@ def _deployment(kube: KubeEnv, namespace: str, name: str) -> dict[str, Any]:
     return found
 
 
+def _wait_deployment_replicas(kube: KubeEnv, namespace: str, name: str, wanted: int, what: str) -> None:
+    wait_until(
+        lambda: _deployment(kube, namespace, name)["spec"]["replicas"] == wanted, timeout=60, message=what
+    )
+
+
+def _wait_ready_replicas(kube: KubeEnv, namespace: str, name: str, wanted: int, what: str) -> dict[str, Any]:
+    """Wait for ``status.readyReplicas``; returns the FeedWatcher that showed it."""
+    body: dict[str, Any] = wait_until(
+        lambda: (b := read_feedwatcher(kube, namespace, name))["status"].get("readyReplicas") == wanted and b,
+        timeout=60,
+        message=what,
+    )
+    return body
+
+
+def _wait_deployment_deleted(kube: KubeEnv, namespace: str, name: str) -> None:
+    wait_until(
+        lambda: read_deployment(kube, namespace, name) is None,
+        timeout=60,
+        message="the garbage collector to delete the Deployment",
+    )
+
+
 def _env(deployment: dict[str, Any]) -> dict[str, Any]:
     container = deployment["spec"]["template"]["spec"]["containers"][0]
     return {e["name"]: e.get("value", e.get("valueFrom")) for e in container["env"]}
@@ -182,16 +206,8 @@ def test_kubectl_scale_on_the_feedwatcher_sets_the_replicas(
 ) -> None:
     kube, namespace, name, _ = ready_fw
     kube.kubectl("scale", f"fw/{name}", "--replicas", "3", "-n", namespace)
-    wait_until(
-        lambda: _deployment(kube, namespace, name)["spec"]["replicas"] == 3,
-        timeout=60,
-        message="3 replicas",
-    )
-    body = wait_until(
-        lambda: (b := read_feedwatcher(kube, namespace, name))["status"].get("readyReplicas") == 3 and b,
-        timeout=60,
-        message="3 ready replicas in the status",
-    )
+    _wait_deployment_replicas(kube, namespace, name, 3, "3 replicas")
+    body = _wait_ready_replicas(kube, namespace, name, 3, "3 ready replicas in the status")
     assert body["status"]["replicas"] == 3
     assert condition(body, "Ready")["reason"] == "DeploymentAvailable"
 
@@ -201,11 +217,7 @@ def test_a_deleted_feedwatcher_takes_its_deployment_with_it(
 ) -> None:
     kube, namespace, name, _ = ready_fw
     kube.kubectl("delete", f"fw/{name}", "-n", namespace, "--timeout=30s")
-    wait_until(
-        lambda: read_deployment(kube, namespace, name) is None,
-        timeout=60,
-        message="the garbage collector to delete the Deployment",
-    )
+    _wait_deployment_deleted(kube, namespace, name)
 
 
 def test_paused_leaves_hand_edits_alone_and_says_so(
@@ -215,20 +227,12 @@ def test_paused_leaves_hand_edits_alone_and_says_so(
     patch_spec(kube, namespace, name, {"paused": True})
     wait_for_condition(kube, namespace, name, "Progressing", status="False", reason="Paused")
     kube.kubectl("scale", f"deployment/{name}", "--replicas", "2", "-n", namespace)
-    body = wait_until(
-        lambda: (b := read_feedwatcher(kube, namespace, name))["status"].get("readyReplicas") == 2 and b,
-        timeout=60,
-        message="the status to follow the hand-scaled Deployment",
-    )
+    body = _wait_ready_replicas(kube, namespace, name, 2, "the status to follow the hand-scaled Deployment")
     assert _deployment(kube, namespace, name)["spec"]["replicas"] == 2  # left alone
     assert condition(body, "Progressing")["reason"] == "Paused"
 
     patch_spec(kube, namespace, name, {"paused": False})
-    wait_until(
-        lambda: _deployment(kube, namespace, name)["spec"]["replicas"] == 1,
-        timeout=60,
-        message="the operator to take over again once unpaused",
-    )
+    _wait_deployment_replicas(kube, namespace, name, 1, "the operator to take over again once unpaused")
 
 
 def test_a_missing_secret_is_degraded_until_it_is_created(
@@ -348,11 +352,7 @@ def test_with_the_operator_stopped_a_feedwatcher_can_still_be_deleted(
     assert operator.returncode == 0, operator.log_tail()
     assert not read_feedwatcher(kube, namespace, "fw")["metadata"].get("finalizers")
     kube.kubectl("delete", "fw/fw", "-n", namespace, "--timeout=30s")
-    wait_until(
-        lambda: read_deployment(kube, namespace, "fw") is None,
-        timeout=60,
-        message="the garbage collector to delete the Deployment",
-    )
+    _wait_deployment_deleted(kube, namespace, "fw")
 
 
 def test_a_pod_template_the_api_server_refuses_is_invalid_spec_and_keeps_the_last_good_deployment(
