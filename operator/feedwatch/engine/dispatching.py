@@ -16,23 +16,62 @@ import asyncio
 import math
 import random
 import uuid
-from typing import TYPE_CHECKING
+from collections.abc import Callable
 
-from feedwatch.engine import gating, retrying
-from feedwatch.processors.base import Item, Result
+from feedwatch.engine import retrying
+from feedwatch.engine.clock import Clock
+from feedwatch.engine.gating import Checkpointer
+from feedwatch.engine.leases import Lease, LeaseTable
+from feedwatch.engine.threads import DatabaseTrouble, Offload
+from feedwatch.observability.health import Liveness
+from feedwatch.observability.logging import FeedLogger
+from feedwatch.observability.metrics import Metrics
+from feedwatch.processors.base import Item, Processor, Result
+from feedwatch.settings import FeedSettings, WatcherSettings
+from feedwatch.store import Store
 from feedwatch.store.records import Claimed, ClaimRequest, ItemOutcome
-
-if TYPE_CHECKING:
-    from feedwatch.engine.leasing import Lease
-    from feedwatch.engine.watcher import Watcher
 
 #: How the error of an item whose result the database refused begins.
 REFUSED = "the database refused this item's result"
 
 
 class Dispatcher:
-    def __init__(self, watcher: Watcher) -> None:
-        self.w = watcher
+    """Claims, calls the processor, commits; checkpoints a partition with nothing left to claim."""
+
+    def __init__(
+        self,
+        *,
+        store: Store,
+        feed: str,
+        owner: str,
+        processor: Processor,
+        settings: WatcherSettings,
+        feed_settings: Callable[[], FeedSettings],
+        clock: Clock,
+        leases: LeaseTable,
+        checkpointer: Checkpointer,
+        run: Offload,
+        trouble: DatabaseTrouble,
+        log: FeedLogger,
+        metrics: Metrics,
+        liveness: Liveness,
+        stopping: Callable[[], bool],
+    ) -> None:
+        self.store = store
+        self.feed = feed
+        self.owner = owner
+        self.processor = processor
+        self.settings = settings
+        self._feed_settings = feed_settings
+        self.clock = clock
+        self.leases = leases
+        self.checkpointer = checkpointer
+        self._run = run
+        self._trouble = trouble
+        self.log = log
+        self.metrics = metrics
+        self.liveness = liveness
+        self._stopping = stopping
         self.calls_in_flight = 0
         self.pending: list[tuple[Lease, Claimed, ItemOutcome]] = []
         self.wake = asyncio.Event()
@@ -50,15 +89,14 @@ class Dispatcher:
     # -- claiming ---------------------------------------------------------
 
     async def pump(self) -> None:
-        w = self.w
-        while not w.stopping:
+        while not self._stopping():
             try:
                 progressed = await self.round()
             except Exception as error:
-                if not w.is_database_trouble(error):
+                if not self._trouble.is_trouble(error):
                     raise
-                w.log_database_trouble(error)
-                await w.sleep(min(w.settings.poll_interval, 1.0))
+                self._trouble.report(error)
+                await asyncio.sleep(min(self.settings.poll_interval, 1.0))
                 continue
             if progressed:
                 await asyncio.sleep(0)
@@ -70,37 +108,36 @@ class Dispatcher:
                 pass
 
     def _idle_wait(self) -> float:
-        mono = self.w.clock.monotonic()
-        wait = self.w.settings.poll_interval
-        for lease in self.w.leases.values():
+        mono = self.clock.monotonic()
+        wait = self.settings.poll_interval
+        for lease in self.leases.values():
             if lease.idle_until > mono:
                 wait = min(wait, lease.idle_until - mono)
         return max(wait, 0.005)
 
     async def round(self) -> bool:
         """Claim and dispatch once across all leases (one statement); True if anything started."""
-        w = self.w
-        if w.feed_settings.paused or self.isolating:
+        if self._feed_settings().paused or self.isolating:
             return False
-        mono = w.clock.monotonic()
+        mono = self.clock.monotonic()
         leases = [
             lease
-            for lease in w.leases.values()
+            for lease in self.leases.values()
             if lease.trusted(mono) and lease.handing_to is None and lease.idle_until <= mono
         ]
-        free = w.settings.concurrency - self.calls_in_flight
-        if not leases or free <= 0 or w.stopping:
+        free = self.settings.concurrency - self.calls_in_flight
+        if not leases or free <= 0 or self._stopping():
             return False
         waiting = [lease for lease in leases if lease.suspects == "pending"]
         if waiting:
             if self.calls_in_flight or self.pending:
                 return False  # a suspect waits: claim nothing new until in-flight work drains
             leases = waiting
-        share = max(1, math.ceil(w.settings.concurrency / len(w.leases)))
+        share = max(1, math.ceil(self.settings.concurrency / len(self.leases)))
         self._cursor = (self._cursor + 1) % len(leases)
         requests: list[ClaimRequest] = []
         by_pk: dict[int, Lease] = {}
-        budget = min(free, w.settings.batch_size)
+        budget = min(free, self.settings.batch_size)
         for lease in leases[self._cursor :] + leases[: self._cursor]:
             room = min(share - lease.in_flight, budget)
             if room <= 0:
@@ -112,29 +149,35 @@ class Dispatcher:
                 break
         if not requests:
             return False
-        s = w.feed_settings
+        s = self._feed_settings()
         alone = self.calls_in_flight == 0 and not self.pending
         # With nothing in flight every claim looks for suspects; otherwise only new leases do.
         looked = set(by_pk) if alone else {pk for pk, lease in by_pk.items() if lease.suspects == "unknown"}
-        batch = await w.db(
-            w.store.claim_batch,
-            w.feed,
-            w.owner,
-            requests,
-            w.clock.now(),
-            s.max_unanswered,
-            s.history,
-            suspects=alone,
-            probe=looked,
-        )
+        for lease in by_pk.values():
+            lease.claiming = True  # a hand-off waits for this claim: what it wins starts at once
+        try:
+            batch = await self._run(
+                self.store.claim_batch,
+                self.feed,
+                self.owner,
+                requests,
+                self.clock.now(),
+                s.max_unanswered,
+                s.history,
+                suspects=alone,
+                probe=looked,
+            )
+        finally:
+            for lease in by_pk.values():
+                lease.claiming = False
         if batch.failed:
-            w.metrics.item("fail", batch.failed)
+            self.metrics.item("fail", batch.failed)
         progressed = False
         for pk in batch.lost:
-            w.drop(by_pk[pk], "lease_lost", f"{by_pk[pk].id!r} is no longer ours")
+            self.leases.drop(by_pk[pk], "lease_lost", f"{by_pk[pk].id!r} is no longer ours")
         for pk, gate in batch.moved.items():
             progressed = True  # claim again at once, at the gate the database holds
-            self.follow_gate(by_pk[pk], gate)
+            self.leases.follow_gate(by_pk[pk], gate)
         for pk in looked - batch.lost - batch.moved.keys():
             by_pk[pk].suspects = "pending" if pk in batch.suspects else "none"
         for pk, items in batch.claimed.items():
@@ -155,27 +198,18 @@ class Dispatcher:
             if lease.in_flight:
                 # Wait for the results in flight before deciding anything; look
                 # again after a poll interval for items enqueued meanwhile.
-                lease.idle_until = w.clock.monotonic() + w.settings.poll_interval
+                lease.idle_until = self.clock.monotonic() + self.settings.poll_interval
                 continue
-            if await gating.checkpoint(w, lease):
+            if await self.checkpointer.checkpoint(lease):
                 progressed = True  # a gate advanced (or work is due): claim again now
         return progressed
-
-    def follow_gate(self, lease: Lease, gate: int) -> None:
-        """The partition's gate moved under us (by hand, or by a checkpoint): work the new one."""
-        if gate == lease.gate:
-            return
-        self.w.event(lease, "gate_moved", f"{lease.id!r} is at gate {gate} now (was {lease.gate} here)")
-        lease.gate = gate
-        lease.empty_work = 0
-        lease.suspects = "unknown"  # suspects are looked for gate by gate
 
     # -- calling the processor -------------------------------------------
 
     def start(self, lease: Lease, claimed: Claimed) -> None:
         lease.in_flight += 1
         self.calls_in_flight += 1
-        self.w.metrics.in_flight.set(self.calls_in_flight)
+        self.metrics.in_flight.set(self.calls_in_flight)
         task = asyncio.create_task(self.call(lease, claimed), name=f"item:{lease.id}/{claimed.id}")
         self.tasks.add(task)
         task.add_done_callback(self.tasks.discard)
@@ -187,10 +221,9 @@ class Dispatcher:
         into an outcome, by logging or metrics) becomes the item's retry or
         failure; none escapes the task, so the item never stays in flight.
         """
-        w = self.w
         key = (lease.pk, claimed.pk)
-        w.liveness.item_started(key, f"{lease.id}/{claimed.id}")
-        started = w.clock.monotonic()
+        self.liveness.item_started(key, f"{lease.id}/{claimed.id}")
+        started = self.clock.monotonic()
         answer: Result | BaseException
         try:
             answer = await self._ask(lease, claimed)
@@ -202,7 +235,7 @@ class Dispatcher:
                 self.calls_in_flight -= 1
                 lease.in_flight -= 1
                 self.isolating = self.isolating and not claimed.suspect
-                w.liveness.item_finished(key)
+                self.liveness.item_finished(key)
                 raise
         except BaseException as error:  # SystemExit from a processor too: it is the item's
             answer = error
@@ -210,11 +243,13 @@ class Dispatcher:
         if claimed.suspect:
             self.isolating = False
         try:
-            w.metrics.latency.observe(w.clock.monotonic() - started)
-            w.metrics.in_flight.set(self.calls_in_flight)
-            outcome = retrying.outcome(lease.pk, claimed, answer, w.feed_settings, w.clock.now(), self.rng)
+            self.metrics.latency.observe(self.clock.monotonic() - started)
+            self.metrics.in_flight.set(self.calls_in_flight)
+            outcome = retrying.outcome(
+                lease.pk, claimed, answer, self._feed_settings(), self.clock.now(), self.rng
+            )
             if outcome.kind != "complete":
-                w.log.debug(
+                self.log.debug(
                     "item %s: %s (%s)",
                     claimed.id,
                     outcome.kind,
@@ -223,16 +258,15 @@ class Dispatcher:
                 )
         except Exception as error:
             message = f"feedwatch could not handle the answer: {retrying.describe(error)}"
-            outcome = retrying.broken(lease.pk, claimed, message, w.feed_settings, w.clock.now())
-        w.liveness.item_finished(key)
+            outcome = retrying.broken(lease.pk, claimed, message, self._feed_settings(), self.clock.now())
+        self.liveness.item_finished(key)
         self.pending.append((lease, claimed, outcome))
         self.results_ready.set()
         self.wake.set()
 
     async def _ask(self, lease: Lease, claimed: Claimed) -> Result | BaseException:
-        w = self.w
         item = Item(
-            feed=w.feed,
+            feed=self.feed,
             partition=lease.id,
             id=claimed.id,
             gate=claimed.gate,
@@ -240,7 +274,7 @@ class Dispatcher:
             data=claimed.data,
             content_type=claimed.content_type,
         )
-        answer = await w.processor.process(item)
+        answer = await self.processor.process(item)
         if not isinstance(answer, Result):
             return TypeError(f"the processor returned {type(answer).__name__}, not a Result")
         return answer
@@ -249,45 +283,46 @@ class Dispatcher:
 
     async def committer(self) -> None:
         """Write results in batches until stopped; a row the database refuses fails only its item."""
-        w = self.w
         while True:
             if not self.pending:
-                if w.stopping and not self.tasks:
+                if self._stopping() and not self.tasks:
                     return
                 self.results_ready.clear()
                 try:
                     await asyncio.wait_for(self.results_ready.wait(), timeout=0.1)
                 except TimeoutError:
                     continue
-            if len(self.pending) < w.settings.batch_size and self.calls_in_flight:
-                await asyncio.sleep(w.settings.commit_interval)
+            if len(self.pending) < self.settings.batch_size and self.calls_in_flight:
+                await asyncio.sleep(self.settings.commit_interval)
             # A retried batch is exactly the batch that failed (same rows, same token).
-            batch = self.pending[: self._batch_len or w.settings.batch_size]
+            batch = self.pending[: self._batch_len or self.settings.batch_size]
             self._batch_len = len(batch)
             again = self._batch_token is not None
             self._batch_token = self._batch_token or uuid.uuid4().hex
-            w.liveness.commit_started()
+            self.liveness.commit_started()
             try:
-                report = await w.db(
-                    w.store.commit_results_isolating,
-                    w.feed,
-                    w.owner,
+                report = await self._run(
+                    self.store.commit_results_isolating,
+                    self.feed,
+                    self.owner,
                     [o for _, _, o in batch],
-                    w.clock.now(),
-                    w.feed_settings.history,
+                    self.clock.now(),
+                    self._feed_settings().history,
                     self._batch_token,
                     again,
                 )
             except Exception as error:
-                if not w.is_database_trouble(error):
+                if not self._trouble.is_trouble(error):
                     raise
-                w.log_database_trouble(error)
-                w.liveness.commit_failed(str(error).splitlines()[0] if str(error) else type(error).__name__)
+                self._trouble.report(error)
+                self.liveness.commit_failed(
+                    str(error).splitlines()[0] if str(error) else type(error).__name__
+                )
                 # The same batch is retried with the same token, so a COMMIT
                 # that landed before the error is recognised, not counted lost.
-                await w.sleep(min(w.settings.poll_interval, 1.0))
+                await asyncio.sleep(min(self.settings.poll_interval, 1.0))
                 continue
-            w.liveness.commit_succeeded()
+            self.liveness.commit_succeeded()
             self._batch_token, self._batch_len = None, 0
             del self.pending[: len(batch)]
             retry: list[tuple[Lease, Claimed, ItemOutcome]] = []
@@ -300,17 +335,17 @@ class Dispatcher:
                 lease.in_flight -= 1
                 self._refused_once.discard((claimed.pk, claimed.version))
                 if outcome.pk in report.won:
-                    w.metrics.item(outcome.kind)
+                    self.metrics.item(outcome.kind)
                     if outcome.kind == "fail":
-                        w.log.info(
+                        self.log.info(
                             "item %s failed: %s",
                             outcome.pk,
                             outcome.error,
                             extra={"action": "item_failed", "partition": lease.id},
                         )
                 elif outcome.pk not in report.rejected:
-                    w.metrics.lost_races.inc()
-                    w.log.debug(
+                    self.metrics.lost_races.inc()
+                    self.log.debug(
                         "result of item %s discarded: it changed since its claim",
                         outcome.pk,
                         extra={"action": "lost_race", "partition": lease.id},
@@ -331,17 +366,16 @@ class Dispatcher:
         handler is fixed runs it again). Should even that be refused, the item
         is left claimed for the next owner and the refusal logged as an error.
         """
-        w = self.w
         if (claimed.pk, claimed.version) in self._refused_once:
             self._refused_once.discard((claimed.pk, claimed.version))
-            w.log.error(
+            self.log.error(
                 "the database refused even the failure of item %s: %s",
                 claimed.id,
                 reason,
                 extra={"action": "result_refused", "partition": lease.id},
             )
             return None
-        w.log.warning(
+        self.log.warning(
             "the database refused the result of item %s (%s): %s",
             claimed.id,
             outcome.kind,
@@ -350,7 +384,9 @@ class Dispatcher:
         )
         self._refused_once.add((claimed.pk, claimed.version))
         message = f"{REFUSED} ({outcome.kind}, gate {outcome.gate}): {reason}"
-        return retrying.broken(lease.pk, claimed, message, w.feed_settings, w.clock.now(), permanent=True)
+        return retrying.broken(
+            lease.pk, claimed, message, self._feed_settings(), self.clock.now(), permanent=True
+        )
 
     async def drain(self, grace: float) -> None:
         """Wait up to ``grace`` seconds for calls in flight, then cancel the rest."""
@@ -360,7 +396,7 @@ class Dispatcher:
                 task.cancel()
             if pending:
                 await asyncio.gather(*pending, return_exceptions=True)
-                self.w.log.warning(
+                self.log.warning(
                     "%d processor call(s) cancelled after the grace period",
                     len(pending),
                     extra={"action": "grace_exceeded"},

@@ -43,58 +43,91 @@ gate``) replaces it there, so the owner never dispatches a gate from memory
 after the move committed (only calls already in flight finish at the old one).
 
 Steals are hand-offs: the victim sees ``steal_by`` at its next renewal, stops
-claiming from the partition, waits for its in-flight items (bounded by the
-grace period) and writes the thief in as owner. Balancing therefore never
-duplicates a handler call; only crashes and expired leases can.
+claiming from the partition, waits for its in-flight items and for a claim
+already on its way (bounded by the grace period) and writes the thief in as
+owner. Balancing therefore never duplicates a handler call; only crashes and
+expired leases can.
 """
 
 from __future__ import annotations
 
 import asyncio
-import logging
-import math
 import socket
-from dataclasses import dataclass
-from datetime import timedelta
-from typing import TYPE_CHECKING, Literal
+from collections.abc import Callable
+from datetime import datetime, timedelta
+from typing import Protocol
 
 from feedwatch.engine import balancing
+from feedwatch.engine.clock import Clock
+from feedwatch.engine.leases import Lease, LeaseTable
+from feedwatch.engine.threads import DatabaseTrouble, Offload
+from feedwatch.observability.logging import FeedLogger
+from feedwatch.observability.metrics import Metrics
+from feedwatch.settings import FeedSettings, WatcherSettings
+from feedwatch.store.records import LeaseRow
 
-if TYPE_CHECKING:
-    from feedwatch.engine.watcher import Watcher
-    from feedwatch.store.records import LeaseRow
-
-log = logging.getLogger("feedwatch.engine.leasing")
+__all__ = ["Lease", "LeaseKeeper", "LeaseStore"]
 
 
-@dataclass
-class Lease:
-    """A partition this watcher holds, and what the dispatcher knows of it."""
+class LeaseStore(Protocol):
+    """The store's lease queries, all the lease keeper asks of a store."""
 
-    pk: int
-    id: str
-    gate: int
-    epoch: int
-    trusted_until: float
-    in_flight: int = 0
-    idle_until: float = 0.0
-    handing_to: str | None = None
-    handoff_deadline: float = math.inf
-    received_at: float = 0.0
-    empty_work: int = 0
-    dropped: bool = False
-    #: Whether a suspect waits at this lease's gate: not looked yet, none, or one pending.
-    suspects: Literal["unknown", "none", "pending"] = "unknown"
-
-    def trusted(self, mono: float) -> bool:
-        return not self.dropped and mono < self.trusted_until
+    def heartbeat(self, feed: str, owner: str, host: str, now: datetime, expires: datetime) -> None: ...
+    def remove_heartbeat(self, feed: str, owner: str) -> None: ...
+    def load_feed(self, name: str) -> FeedSettings: ...
+    def renew_leases(self, feed: str, owner: str, until: datetime) -> list[LeaseRow]: ...
+    def acquire_leases(
+        self, feed: str, owner: str, now: datetime, until: datetime, limit: int, history: bool
+    ) -> list[LeaseRow]: ...
+    def hand_off(
+        self, feed: str, owner: str, pk: int, to: str, now: datetime, until: datetime, history: bool
+    ) -> bool: ...
+    def release_leases(self, feed: str, owner: str, pks: list[int], now: datetime, history: bool) -> int: ...
+    def count_live_watchers(self, feed: str, now: datetime) -> int: ...
+    def count_active(self, feed: str, now: datetime, cap: int) -> int: ...
+    def owner_loads(self, feed: str, now: datetime) -> dict[str, int]: ...
+    def request_steal(self, feed: str, thief: str, victim: str) -> int | None: ...
 
 
 class LeaseKeeper:
-    """The loop that heartbeats, renews, hands off, acquires and balances."""
+    """The loop that heartbeats, renews, hands off, acquires and balances.
 
-    def __init__(self, watcher: Watcher) -> None:
-        self.w = watcher
+    It holds the feed's settings as last read (``feed_settings``, re-read at
+    every renewal); the other parts read them through a getter, never a copy.
+    ``on_change`` is called when leases were gained or renewed (the dispatcher
+    has work to look at).
+    """
+
+    def __init__(
+        self,
+        *,
+        store: LeaseStore,
+        feed: str,
+        owner: str,
+        settings: WatcherSettings,
+        feed_settings: FeedSettings,
+        clock: Clock,
+        leases: LeaseTable,
+        run: Offload,
+        trouble: DatabaseTrouble,
+        log: FeedLogger,
+        metrics: Metrics,
+        stopping: Callable[[], bool],
+        on_change: Callable[[], None],
+    ) -> None:
+        self.store = store
+        self.feed = feed
+        self.owner = owner
+        self.settings = settings
+        self.feed_settings = feed_settings
+        self.clock = clock
+        self.leases = leases
+        self._run = run
+        self._trouble = trouble
+        self._log = log
+        self._metrics = metrics
+        self._stopping = stopping
+        self._on_change = on_change
         self.host = socket.gethostname()
         self.live_watchers = 1
         self._next_renewal = 0.0
@@ -106,74 +139,68 @@ class LeaseKeeper:
         self.goal = 0
         self.wake = asyncio.Event()
 
-    @property
-    def leases(self) -> dict[int, Lease]:
-        return self.w.leases
-
     async def run(self) -> None:
-        w = self.w
-        while not w.stopping:
+        while not self._stopping():
             try:
                 await self.tick()
             except Exception as error:
-                if not w.is_database_trouble(error):
+                if not self._trouble.is_trouble(error):
                     raise
-                w.log_database_trouble(error)
-                await w.sleep(min(w.settings.poll_interval, 1.0))
+                self._trouble.report(error)
+                await asyncio.sleep(min(self.settings.poll_interval, 1.0))
                 continue
             self.wake.clear()
-            delay = min(w.settings.poll_interval, max(self._next_renewal - w.clock.monotonic(), 0))
+            delay = min(self.settings.poll_interval, max(self._next_renewal - self.clock.monotonic(), 0))
             try:
                 await asyncio.wait_for(self.wake.wait(), timeout=max(delay, 0.01))
             except TimeoutError:
                 pass
 
     async def tick(self) -> None:
-        w = self.w
-        if w.clock.monotonic() >= self._next_renewal:
+        if self.clock.monotonic() >= self._next_renewal:
             await self.renew()
         await self.hand_off_due()
-        mono = w.clock.monotonic()
-        if not w.stopping and not w.feed_settings.paused and mono >= self._next_balance:
-            self._next_balance = mono + w.settings.poll_interval / 2
+        mono = self.clock.monotonic()
+        if not self._stopping() and not self.feed_settings.paused and mono >= self._next_balance:
+            self._next_balance = mono + self.settings.poll_interval / 2
             await self.balance()
 
     async def renew(self) -> None:
         """Heartbeat, re-read the feed, extend every lease; learn of steals and lost leases."""
-        w = self.w
-        started = w.clock.monotonic()
-        await w.db_lease(w.clock.sync)
-        now = w.clock.now()
-        duration = w.settings.lease_duration
-        await w.db_lease(
-            w.store.heartbeat, w.feed, w.owner, self.host, now, now + timedelta(seconds=duration)
+        store, clock, settings = self.store, self.clock, self.settings
+        started = clock.monotonic()
+        await self._run(clock.sync)
+        now = clock.now()
+        duration = settings.lease_duration
+        await self._run(
+            store.heartbeat, self.feed, self.owner, self.host, now, now + timedelta(seconds=duration)
         )
-        w.feed_settings = await w.db_lease(w.store.load_feed, w.feed)
-        rows: list[LeaseRow] = await w.db_lease(
-            w.store.renew_leases, w.feed, w.owner, now + timedelta(seconds=duration)
+        self.feed_settings = await self._run(store.load_feed, self.feed)
+        rows: list[LeaseRow] = await self._run(
+            store.renew_leases, self.feed, self.owner, now + timedelta(seconds=duration)
         )
-        self._next_renewal = started + w.settings.renewal_period
-        trusted = started + duration - w.settings.margin
+        self._next_renewal = started + settings.renewal_period
+        trusted = started + duration - settings.margin
         held = {r.pk: r for r in rows}
         for pk, lease in list(self.leases.items()):
             if pk not in held:
-                w.drop(lease, "lease_lost", "lease lost: another watcher took it after it expired")
+                self.leases.drop(lease, "lease_lost", "lease lost: another watcher took it after it expired")
         for row in rows:
             known = self.leases.get(row.pk)
             if known is None:
                 lease = self._adopt(row, trusted)
-                w.metrics.steals.inc()
-                w.event(lease, "lease_received", f"received {row.id!r} by hand-off")
+                self._metrics.steals.inc()
+                self.leases.event(lease, "lease_received", f"received {row.id!r} by hand-off")
             else:
                 lease = known
             self._requested.pop(row.pk, None)
             lease.trusted_until = trusted
             if row.steal_by and lease.handing_to is None and self._may_give(lease):
                 lease.handing_to = row.steal_by
-                lease.handoff_deadline = w.clock.monotonic() + w.settings.grace_period
-                w.event(lease, "steal_requested", f"{row.steal_by} asked for {row.id!r}")
-        w.metrics.leases.set(len(self.leases))
-        w.dispatcher.wake.set()
+                lease.handoff_deadline = clock.monotonic() + settings.grace_period
+                self.leases.event(lease, "steal_requested", f"{row.steal_by} asked for {row.id!r}")
+        self.leases.count()
+        self._on_change()
 
     def _may_give(self, lease: Lease) -> bool:
         """Honour a steal only above target, and not for a partition just received.
@@ -182,37 +209,38 @@ class LeaseKeeper:
         by its receiver before it moves again: otherwise two watchers can pass
         the last partitions back and forth forever without either working them.
         """
-        settled = self.w.clock.monotonic() - lease.received_at >= self.w.settings.renewal_period
-        return settled and len(self.leases) > self.goal
+        return balancing.may_give(
+            held=len(self.leases),
+            goal=self.goal,
+            held_for=self.clock.monotonic() - lease.received_at,
+            settle=self.settings.renewal_period,
+        )
 
     def _adopt(self, row: LeaseRow, trusted: float) -> Lease:
-        lease = Lease(
-            row.pk, row.id, row.gate, row.lease_epoch, trusted, received_at=self.w.clock.monotonic()
-        )
-        self.leases[row.pk] = lease
+        lease = Lease(row.pk, row.id, row.gate, row.lease_epoch, trusted, received_at=self.clock.monotonic())
+        self.leases.add(lease)
         return lease
 
     async def hand_off_due(self) -> None:
-        w = self.w
-        mono = w.clock.monotonic()
+        mono = self.clock.monotonic()
         for lease in list(self.leases.values()):
             if lease.handing_to is None:
                 continue
-            if lease.in_flight and mono < lease.handoff_deadline:
+            if (lease.in_flight or lease.claiming) and mono < lease.handoff_deadline:
                 continue
-            now = w.clock.now()
-            until = now + timedelta(seconds=w.settings.lease_duration)
-            handed = await w.db_lease(
-                w.store.hand_off,
-                w.feed,
-                w.owner,
+            now = self.clock.now()
+            until = now + timedelta(seconds=self.settings.lease_duration)
+            handed = await self._run(
+                self.store.hand_off,
+                self.feed,
+                self.owner,
                 lease.pk,
                 lease.handing_to,
                 now,
                 until,
-                w.feed_settings.history,
+                self.feed_settings.history,
             )
-            w.drop(
+            self.leases.drop(
                 lease,
                 "lease_handed_off" if handed else "lease_lost",
                 f"handed {lease.id!r} to {lease.handing_to}" if handed else "lost during hand-off",
@@ -220,54 +248,54 @@ class LeaseKeeper:
 
     async def balance(self) -> None:
         """Take free partitions up to the target; below it with none free, ask for one."""
-        w = self.w
-        now = w.clock.now()
-        cap = w.settings.max_partitions
+        store, clock, settings = self.store, self.clock, self.settings
+        now = clock.now()
+        cap = settings.max_partitions
         # Counted every pass: when a watcher exits gracefully its heartbeat row goes,
         # and the others' targets must rise at their next pass, not their next renewal.
-        self.live_watchers = max(await w.db_lease(w.store.count_live_watchers, w.feed, now), 1)
-        active = await w.db_lease(w.store.count_active, w.feed, now, cap * self.live_watchers)
-        w.metrics.active_partitions.set(active)
+        self.live_watchers = max(await self._run(store.count_live_watchers, self.feed, now), 1)
+        active = await self._run(store.count_active, self.feed, now, cap * self.live_watchers)
+        self._metrics.active_partitions.set(active)
         goal = balancing.target(active, self.live_watchers, cap)
         self.goal = goal
         held = len(self.leases)
-        mono = w.clock.monotonic()
+        mono = clock.monotonic()
         self._requested = {pk: t for pk, t in self._requested.items() if t > mono}
         if held >= goal:
             return
         # The window starts where the lease written starts: read both clocks now,
         # after the balancing reads above and before the acquiring round trip.
-        started = w.clock.monotonic()
-        written = w.clock.now()
-        rows: list[LeaseRow] = await w.db_lease(
-            w.store.acquire_leases,
-            w.feed,
-            w.owner,
+        started = clock.monotonic()
+        written = clock.now()
+        rows: list[LeaseRow] = await self._run(
+            store.acquire_leases,
+            self.feed,
+            self.owner,
             written,
-            written + timedelta(seconds=w.settings.lease_duration),
+            written + timedelta(seconds=settings.lease_duration),
             goal - held,
-            w.feed_settings.history,
+            self.feed_settings.history,
         )
-        trusted = started + w.settings.lease_duration - w.settings.margin
+        trusted = started + settings.lease_duration - settings.margin
         for row in rows:
             lease = self._adopt(row, trusted)
-            w.event(lease, "lease_acquired", f"acquired {row.id!r} at gate {row.gate}")
+            self.leases.event(lease, "lease_acquired", f"acquired {row.id!r} at gate {row.gate}")
         if rows:
-            w.metrics.leases.set(len(self.leases))
-            w.dispatcher.wake.set()
+            self.leases.count()
+            self._on_change()
             return
         if mono < self._next_steal or held + len(self._requested) >= goal:
             return  # requests already pending count as held: never ask for more than the gap
-        self._next_steal = mono + w.settings.poll_interval
-        loads = await w.db_lease(w.store.owner_loads, w.feed, now)
-        victim = balancing.victim(loads, w.owner, goal)
+        self._next_steal = mono + settings.poll_interval
+        loads = await self._run(store.owner_loads, self.feed, now)
+        victim = balancing.victim(loads, self.owner, goal)
         if victim is not None:
-            pk = await w.db_lease(w.store.request_steal, w.feed, w.owner, victim)
+            pk = await self._run(store.request_steal, self.feed, self.owner, victim)
             if pk is not None:
                 # Expect it within a lease; renew early so a hand-off is adopted at once.
-                self._requested[pk] = mono + w.settings.lease_duration
-                self._next_renewal = min(self._next_renewal, mono + w.settings.poll_interval)
-                w.log.info(
+                self._requested[pk] = mono + settings.lease_duration
+                self._next_renewal = min(self._next_renewal, mono + settings.poll_interval)
+                self._log.info(
                     "asked %s for a partition (holding %d, target %d)",
                     victim,
                     held,
@@ -276,12 +304,16 @@ class LeaseKeeper:
                 )
 
     async def release_all(self) -> None:
-        w = self.w
         pks = list(self.leases)
         if pks:
-            await w.db_lease(
-                w.store.release_leases, w.feed, w.owner, pks, w.clock.now(), w.feed_settings.history
+            await self._run(
+                self.store.release_leases,
+                self.feed,
+                self.owner,
+                pks,
+                self.clock.now(),
+                self.feed_settings.history,
             )
             for lease in list(self.leases.values()):
-                w.drop(lease, "lease_released", f"released {lease.id!r}")
-        await w.db_lease(w.store.remove_heartbeat, w.feed, w.owner)
+                self.leases.drop(lease, "lease_released", f"released {lease.id!r}")
+        await self._run(self.store.remove_heartbeat, self.feed, self.owner)

@@ -13,17 +13,17 @@ from concurrent.futures import ThreadPoolExecutor
 from functools import partial
 from typing import Any, TypeVar
 
-from sqlalchemy.exc import DBAPIError
-
 from feedwatch.engine.clock import Clock, DatabaseClock
 from feedwatch.engine.dispatching import Dispatcher
-from feedwatch.engine.leasing import Lease, LeaseKeeper
-from feedwatch.errors import DatabaseUnavailableError
+from feedwatch.engine.gating import Checkpointer
+from feedwatch.engine.leases import LeaseTable
+from feedwatch.engine.leasing import LeaseKeeper
+from feedwatch.engine.threads import DatabaseTrouble
 from feedwatch.observability.health import Liveness
 from feedwatch.observability.logging import FeedLogger
 from feedwatch.observability.metrics import Metrics
 from feedwatch.processors.base import Processor
-from feedwatch.settings import WatcherSettings
+from feedwatch.settings import FeedSettings, WatcherSettings
 from feedwatch.store import Store
 
 T = TypeVar("T")
@@ -41,6 +41,13 @@ class Watcher:
     for SIGTERM/SIGINT (or :meth:`request_stop`), and stops gracefully: stop
     taking work, let in-flight items finish within the grace period, commit,
     release every lease and remove the heartbeat.
+
+    The watcher only wires its parts, each given what it uses: the lease keeper
+    (:mod:`~feedwatch.engine.leasing`) and the dispatcher
+    (:mod:`~feedwatch.engine.dispatching`, with the
+    :class:`~feedwatch.engine.gating.Checkpointer`) share the lease table and
+    the ``clock`` (the database's, unless one is given, e.g. a fake in tests),
+    and wake each other through callbacks.
     """
 
     def __init__(
@@ -61,8 +68,6 @@ class Watcher:
         self.owner = owner or new_owner_id()
         self.metrics = metrics or Metrics(feed)
         self.clock: Clock = clock or DatabaseClock(store.now)
-        self.leases: dict[int, Lease] = {}
-        self.feed_settings = store.load_feed(feed)
         self.log = FeedLogger(logging.getLogger("feedwatch.engine"), {"feed": feed, "owner": self.owner})
         self.liveness = Liveness(
             item_deadline=self.settings.handler_timeout
@@ -70,11 +75,56 @@ class Watcher:
             + self.settings.grace_period,
             commit_deadline=self.settings.lease_duration,
         )
-        self.dispatcher = Dispatcher(self)
-        self.leasekeeper = LeaseKeeper(self)
         self.stopping = False
         self._executor = ThreadPoolExecutor(max_workers=4, thread_name_prefix="feedwatch-db")
         self._lease_executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="feedwatch-lease")
+        self.trouble = DatabaseTrouble(log=self.log, clock=self.clock)
+        # The parts wake each other: a dropped lease wakes the lease keeper (below
+        # target now), a lease gained or renewed wakes the dispatcher.
+        self.leases = LeaseTable(log=self.log, metrics=self.metrics, on_drop=self._wake_leasekeeper)
+        self.leasekeeper = LeaseKeeper(
+            store=store,
+            feed=feed,
+            owner=self.owner,
+            settings=self.settings,
+            feed_settings=store.load_feed(feed),
+            clock=self.clock,
+            leases=self.leases,
+            run=self.db_lease,
+            trouble=self.trouble,
+            log=self.log,
+            metrics=self.metrics,
+            stopping=lambda: self.stopping,
+            on_change=self._wake_dispatcher,
+        )
+        feed_settings = self._current_feed_settings
+        self.dispatcher = Dispatcher(
+            store=store,
+            feed=feed,
+            owner=self.owner,
+            processor=processor,
+            settings=self.settings,
+            feed_settings=feed_settings,
+            clock=self.clock,
+            leases=self.leases,
+            checkpointer=Checkpointer(
+                store=store,
+                feed=feed,
+                owner=self.owner,
+                feed_settings=feed_settings,
+                clock=self.clock,
+                leases=self.leases,
+                run=self.db,
+                metrics=self.metrics,
+                hold_for=self.settings.renewal_period,
+            ),
+            run=self.db,
+            trouble=self.trouble,
+            log=self.log,
+            metrics=self.metrics,
+            liveness=self.liveness,
+            stopping=lambda: self.stopping,
+        )
         # A watcher frozen inside a transaction must not hold row locks past its
         # lease, and nobody may wait on a lock for longer than a renewal period.
         store.limit_sessions(self.settings.lease_duration)
@@ -83,7 +133,20 @@ class Watcher:
         self._stopped = asyncio.Event()
         self._stop_requested = asyncio.Event()
         self._failure: BaseException | None = None
-        self._db_trouble_logged = 0.0
+
+    @property
+    def feed_settings(self) -> FeedSettings:
+        """The feed's settings as the lease keeper last read them (at every renewal)."""
+        return self.leasekeeper.feed_settings
+
+    def _current_feed_settings(self) -> FeedSettings:
+        return self.leasekeeper.feed_settings
+
+    def _wake_leasekeeper(self) -> None:
+        self.leasekeeper.wake.set()
+
+    def _wake_dispatcher(self) -> None:
+        self.dispatcher.wake.set()
 
     # -- lifecycle ----------------------------------------------------------
 
@@ -119,7 +182,7 @@ class Watcher:
         try:
             await self.leasekeeper.release_all()
         except Exception as error:
-            if not self.is_database_trouble(error):
+            if not self.trouble.is_trouble(error):
                 raise
             self.log.warning("could not release leases: %s", error, extra={"action": "release_failed"})
         self._executor.shutdown(wait=False)
@@ -165,36 +228,6 @@ class Watcher:
         """Run a lease call on a thread of its own: claims blocked on locks never delay renewals."""
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(self._lease_executor, partial(fn, *args, **kwargs))
-
-    async def sleep(self, seconds: float) -> None:
-        await asyncio.sleep(seconds)
-
-    def drop(self, lease: Lease, action: str, message: str) -> None:
-        """Forget a lease locally (the database side was already written or lost)."""
-        if lease.dropped:
-            return
-        lease.dropped = True
-        self.leases.pop(lease.pk, None)
-        self.leasekeeper.wake.set()  # below target now: balance at the next pass
-        self.metrics.leases.set(len(self.leases))
-        self.event(lease, action, message)
-
-    def event(self, lease: Lease, action: str, message: str) -> None:
-        self.log.info(message, extra={"action": action, "partition": lease.id, "gate": lease.gate})
-
-    @staticmethod
-    def is_database_trouble(error: BaseException) -> bool:
-        return isinstance(error, DatabaseUnavailableError | DBAPIError)
-
-    def log_database_trouble(self, error: BaseException) -> None:
-        mono = self.clock.monotonic()
-        if mono - self._db_trouble_logged > 5:
-            self._db_trouble_logged = mono
-            self.log.warning(
-                "database trouble, retrying: %s",
-                str(error).splitlines()[0],
-                extra={"action": "database_unavailable"},
-            )
 
     def _spawn(self, coro: Coroutine[Any, Any, None], name: str) -> None:
         task = asyncio.create_task(coro, name=f"feedwatch:{self.owner}:{name}")

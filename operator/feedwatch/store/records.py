@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Literal
+from typing import Literal, NamedTuple
 
 OutcomeKind = Literal["complete", "gate", "poll", "retry", "delay", "fail"]
 
@@ -151,6 +151,42 @@ class HistoryRow:
     owner: str | None
     message: str | None
     at: datetime
+
+
+class GateDue(NamedTuple):
+    """A gate holding available items, and the earliest ``next_attempt_at`` among them."""
+
+    gate: int
+    due: datetime
+
+
+class FailedItem(NamedTuple):
+    """A failed item of a partition, as a checkpoint sees it."""
+
+    id: str
+    gate: int
+    error: str | None
+
+
+@dataclass(frozen=True)
+class GateSnapshot:
+    """What a checkpoint read of a partition (its row locked), and the feed's rules for it.
+
+    All a gate rule (``feedwatch.engine.gating.next_step``) decides on; the
+    store reads it and writes the decision in the same transaction.
+    """
+
+    gate: int
+    now: datetime
+    #: Gates holding available items, lowest first.
+    available: tuple[GateDue, ...]
+    #: The first failed item (lowest gate, then oldest), if any.
+    failed: FailedItem | None
+    auto_close: bool
+    manual_checkpoint: bool
+    failure_policy: str
+    #: Seconds within which an item due soon keeps the partition held, not released.
+    hold_for: float
 
 
 @dataclass(frozen=True)
