@@ -143,6 +143,20 @@ def hook_command(kube: KubeEnv, *values: str) -> tuple[list[str], dict[str, str]
     return command, {e["name"]: e["value"] for e in container["env"]}
 
 
+def run_hook(
+    command: list[str], env: dict[str, str], url: str, timeout: float = 60
+) -> subprocess.CompletedProcess[str]:
+    """The hook's command run here, its ``HEALTH_URL`` pointed at ``url``."""
+    return subprocess.run(
+        command,
+        env={**os.environ, **env, "HEALTH_URL": url},
+        check=False,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+
+
 # ----------------------------------------------------------------- rendering
 def test_the_chart_crd_is_the_repository_crd_byte_for_byte() -> None:
     assert CRD_COPY.read_bytes() == CRD_SOURCE.read_bytes(), (
@@ -287,27 +301,13 @@ def test_the_helm_test_hook_command_passes_against_a_live_health_endpoint_and_fa
     )  # fmt: skip
     try:
         url = f"http://127.0.0.1:{port}/healthz"
-        ok = subprocess.run(
-            command,
-            env={**os.environ, **env, "HEALTH_URL": url},
-            check=False,
-            capture_output=True,
-            text=True,
-            timeout=60,
-        )
+        ok = run_hook(command, env, url)
         assert ok.returncode == 0, ok.stderr
         assert f"{url}: 200" in ok.stdout
     finally:
         server.send_signal(signal.SIGTERM)
         server.wait(10)
-    down = subprocess.run(
-        command,
-        env={**os.environ, **env, "HEALTH_URL": url},
-        check=False,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    down = run_hook(command, env, url)
     assert down.returncode != 0 and "did not answer" in down.stderr
 
 
@@ -529,10 +529,7 @@ def test_the_operator_reconciles_with_only_the_charts_service_account(
 
         # The `helm test` hook's script passes against this operator's /healthz.
         command, hook_env = hook_command(kube)
-        hook_env["HEALTH_URL"] = f"http://127.0.0.1:{health_port}/healthz"
-        hook = subprocess.run(
-            command, env={**os.environ, **hook_env}, check=False, capture_output=True, text=True, timeout=90
-        )
+        hook = run_hook(command, hook_env, f"http://127.0.0.1:{health_port}/healthz", timeout=90)
         assert hook.returncode == 0, hook.stdout + hook.stderr
         assert operator.poll() is None, log.read_text()[-4000:]
     finally:
