@@ -85,6 +85,24 @@ def wait_replicas(kube: KubeEnv, namespace: str, name: str, wanted: int, operato
     return time.monotonic()
 
 
+def replicas_until_zero(
+    kube: KubeEnv, namespace: str, name: str, operator: OperatorProcess, since: float
+) -> list[tuple[float, int | None]]:
+    """Wait for 0 replicas from 3; each change seen as (seconds after ``since``, replicas)."""
+    seen: list[tuple[float, int | None]] = [(0.0, 3)]
+
+    def record() -> bool:
+        now = replicas(kube, namespace, name)
+        if now != seen[-1][1]:
+            seen.append((time.monotonic() - since, now))
+        return now == 0
+
+    wait_until(
+        record, timeout=60, interval=0.1, message=lambda: f"scale to zero; seen {seen}\n{operator.log_tail()}"
+    )
+    return seen
+
+
 def status_when(
     kube: KubeEnv, namespace: str, name: str, check: Callable[[dict[str, Any]], bool], what: str
 ) -> dict[str, Any]:
@@ -149,17 +167,7 @@ def test_replicas_follow_the_backlog_up_at_once_down_after_the_window_then_zero_
     for n in range(40):  # ... and for good
         feed.cancel(f"p{n}")
     feed.resume()
-    seen: list[tuple[float, int | None]] = [(0.0, 3)]
-
-    def record() -> bool:
-        now = replicas(kube, ns, "scaled")
-        if now != seen[-1][1]:
-            seen.append((time.monotonic() - removed, now))
-        return now == 0
-
-    wait_until(
-        record, timeout=60, interval=0.1, message=lambda: f"scale to zero; seen {seen}\n{op.log_tail()}"
-    )
+    seen = replicas_until_zero(kube, ns, "scaled", op, removed)
     assert [r for _, r in seen] == [3, 1, 0], f"one step down after the window, then zero: {seen}"
     down, zero = seen[1][0], seen[2][0]
     assert down >= 4 - POLL - 0.5, f"3 -> 1 came {down:.1f} s after the backlog went (window 4 s)"
@@ -224,14 +232,5 @@ def test_a_restarted_operator_scales_nothing_down_for_one_window(
         )
     feed.pause()  # the backlog is gone while no operator runs
     with OperatorProcess(kube, namespaces=[ns], log_path=tmp_path / "second.log") as second:
-        restarted = time.monotonic()
-        seen: list[tuple[float, int | None]] = [(0.0, 3)]
-
-        def record() -> bool:
-            now = replicas(kube, ns, "restarted")
-            if now != seen[-1][1]:
-                seen.append((time.monotonic() - restarted, now))
-            return now == 0
-
-        wait_until(record, timeout=60, interval=0.1, message=lambda: f"{seen}\n{second.log_tail()}")
+        seen = replicas_until_zero(kube, ns, "restarted", second, time.monotonic())
     assert seen[1][0] >= window - 1, f"replicas fell {seen[1][0]:.1f} s after the restart (window {window} s)"
