@@ -116,9 +116,18 @@ def exists(kube: KubeEnv, *args: str) -> bool:
 
 
 def apply_crd(kube: KubeEnv) -> None:
-    """The FeedWatcher CRD from the repository, established (kubectl, outside any release)."""
+    """The FeedWatcher CRD from the repository, established and discoverable (outside any release).
+
+    Discoverable matters: an operator started right after a CRD is re-created, before the
+    API server's discovery lists it, would find no FeedWatcher resource to watch.
+    """
     kube.kubectl("apply", "--server-side", "--force-conflicts", "-f", str(CRD_SOURCE))
     kube.kubectl("wait", "--for=condition=Established", f"crd/{CRD_NAME}", "--timeout=60s")
+    wait_until(
+        lambda: kube.kubectl("get", "fw", "-A", check=False).returncode == 0,
+        timeout=30,
+        message="kubectl to discover feedwatchers",
+    )
 
 
 def feedwatcher(name: str, namespace: str, **spec: Any) -> dict[str, Any]:
