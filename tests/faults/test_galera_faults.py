@@ -155,6 +155,7 @@ def test_a_node_killed_mid_run_its_watchers_carry_on_through_the_others(
 
     os.kill(node_pid(victim), signal.SIGKILL)
     killed = time.monotonic()
+    assert not node_status(victim), "the killed node still answers"
     store.engine.dispose()  # the test's own pool: its connections to the dead node are gone
     took = wait_every_watcher_commits(store, feed.name, fleet, killed, 60)
     recovery.record(
@@ -163,6 +164,7 @@ def test_a_node_killed_mid_run_its_watchers_carry_on_through_the_others(
     )  # fmt: skip
     assert took < LEASE + SUSPECT + 5, f"watchers took {took:.1f} s to move to the surviving nodes"
     assert all(w.alive() for w in fleet.watchers), [w.tail() for w in fleet.watchers if not w.alive()]
+    assert primary_size(0) == 2, "the survivors did not drop the killed node"
 
     restarted = time.monotonic()
     subprocess.run([str(ROOT / "hack" / "databases"), "up", "galera"], check=True, timeout=300)
