@@ -4,9 +4,11 @@ Databases come from ``FEEDWATCH_TEST_MARIADB_URL``,
 ``FEEDWATCH_TEST_POSTGRES_URL`` and ``FEEDWATCH_TEST_GALERA_URL`` (loopback
 defaults match ``hack/databases``; the Galera URL lists its three nodes, so a
 pool spreads over them). ``FEEDWATCH_TEST_DATABASES`` picks which to run
-(default: sqlite, mariadb, postgresql; ``galera`` is opt-in, started by
-``hack/databases up galera``; ``make test-fast`` sets ``sqlite``). A database
-that is selected but unreachable FAILS its tests: nothing is skipped.
+for the tests that take ``db_url`` (default: sqlite, mariadb, postgresql;
+adding ``galera`` runs them on the cluster too; ``make test-fast`` sets
+``sqlite``). The Galera cluster's own tests (``test_galera*.py``) run by
+default and whenever ``galera`` is selected. A database that is selected but
+unreachable FAILS its tests: nothing is skipped.
 """
 
 from __future__ import annotations
@@ -36,8 +38,9 @@ GALERA_URL = os.environ.get(
 )
 SELECTED = os.environ.get("FEEDWATCH_TEST_DATABASES", "sqlite,mariadb,postgresql").split(",")
 ALL_DATABASES = [d for d in ("sqlite", "mariadb", "postgresql", "galera") if d in SELECTED]
-#: Tests of the Galera cluster itself are collected only when it is selected.
-collect_ignore_glob = [] if "galera" in SELECTED else ["*/test_galera*.py"]
+#: The Galera cluster's own tests: by default, and when it is selected.
+GALERA_TESTS = "FEEDWATCH_TEST_DATABASES" not in os.environ or "galera" in SELECTED
+collect_ignore_glob = [] if GALERA_TESTS else ["*/test_galera*.py"]
 
 
 @pytest.fixture(scope="session")

@@ -1,7 +1,7 @@
 """Faults of a Galera cluster: a node killed, a node cut off from the others.
 
-They run on the three-node cluster of ``hack/databases up galera`` (collected
-only when ``FEEDWATCH_TEST_DATABASES`` selects ``galera``). Every watcher's
+They run on the three-node cluster of ``hack/databases up`` (collected by
+default and when ``FEEDWATCH_TEST_DATABASES`` selects ``galera``). Every watcher's
 URL lists the three nodes, so each holds connections on every node: when one
 node goes, every watcher loses some connections and must carry on through the
 others, within the lease plus the cluster's suspect timeout (``evs.suspect_timeout``

@@ -1,8 +1,8 @@
 """Galera specifics: a URL of several nodes, causal reads, and migrations that race across nodes.
 
-Collected only when ``FEEDWATCH_TEST_DATABASES`` selects ``galera`` (the
-cluster of ``hack/databases up galera``); the store suite itself runs on the
-cluster through the ``db_url`` fixture.
+They run on the cluster of ``hack/databases up`` (collected by default and
+when ``FEEDWATCH_TEST_DATABASES`` selects ``galera``); the store suite itself
+runs on the cluster through the ``db_url`` fixture when ``galera`` is selected.
 """
 
 from __future__ import annotations
