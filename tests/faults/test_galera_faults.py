@@ -21,9 +21,10 @@ from pathlib import Path
 
 import pymysql
 import pytest
-from sqlalchemy import func, make_url, select
+from sqlalchemy import func, make_url, select, text
 
 from feedwatch import Store
+from feedwatch.store import connect
 from tests.conftest import GALERA_URL, database_url
 from tests.support.fault_checks import Expected, read, verify
 from tests.support.faults import (
@@ -87,7 +88,10 @@ def clients_on(node: int) -> set[int]:
     conn = admin(node)
     try:
         with conn.cursor() as cur:
-            cur.execute("SELECT HOST FROM information_schema.PROCESSLIST WHERE USER = 'feedwatch'")
+            cur.execute(
+                "SELECT HOST FROM information_schema.PROCESSLIST "
+                "WHERE USER = 'feedwatch' AND ID <> CONNECTION_ID()"
+            )
             hosts = [str(r[0]) for r in cur.fetchall()]
     finally:
         conn.close()
@@ -171,7 +175,15 @@ def test_a_node_killed_mid_run_its_watchers_carry_on_through_the_others(
     wait_until(lambda: primary_size(victim) == 3, 120, "the killed node to rejoin")
     rejoined = time.monotonic() - restarted
     recovery.record("galera: the killed node restarted", "start -> synced in the cluster", rejoined)
-    wait_until(lambda: clients_on(victim), 30, "connections on the rejoined node")
+    fresh = connect(GALERA_URL, pool_size=3)  # a new pool spreads over the rejoined node again
+    try:
+        conns = [fresh.connect() for _ in range(3)]
+        ports = {c.execute(text("SELECT @@port")).scalar() for c in conns}
+        for c in conns:
+            c.close()
+    finally:
+        fresh.dispose()
+    assert NODES[victim][1] in ports, f"no new connection went to the rejoined node: {ports}"
     wait_drained(store, feed.name, 180)
     fleet.stop_and_check()
     verify(store, feed.name, expected, handler.calls(feed.name))
