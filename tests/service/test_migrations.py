@@ -51,8 +51,10 @@ def test_three_watchers_with_migrate_on_an_empty_mariadb_one_migrates_and_all_ru
             assert store is not None
             feed = Feed(store, "mig")
             parts = [f"p{n}" for n in range(6)]
+            # Each call takes 1 s, so no watcher can finish its two partitions and take a
+            # third before every watcher holds its share (max 2 each): all three must work.
             for part in parts:
-                feed.enqueue(part, {f"i{n}": {"behave": "gates", "last": 1} for n in range(4)})
+                feed.enqueue(part, {f"i{n}": {"behave": "gates", "last": 1, "delay": 1} for n in range(4)})
             wait_for(
                 lambda: all(feed.partition(p).status == "complete" for p in parts),
                 timeout=60,
