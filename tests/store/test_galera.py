@@ -7,6 +7,7 @@ runs on the cluster through the ``db_url`` fixture when ``galera`` is selected.
 
 from __future__ import annotations
 
+import asyncio
 import subprocess
 import sys
 import uuid
@@ -17,6 +18,8 @@ import pytest
 from sqlalchemy import make_url, text
 
 from feedwatch import DatabaseURLError, Feed, Store
+from feedwatch.operator.database import Databases, identity, probe, resolve_url
+from feedwatch.operator.problems import ProblemError
 from feedwatch.store import connect
 from feedwatch.store.connection import WSREP_SYNC_WAIT
 from feedwatch.store.migrating import head_revision
@@ -137,3 +140,29 @@ def test_three_migrations_at_once_on_three_nodes_make_one_schema(empty_database:
             engine.dispose()
         assert versions == [head_revision()]
         assert {"feeds", "items", "partitions", "history", "heartbeats"} <= tables
+
+
+def test_the_operator_prepares_a_feed_through_a_later_node_when_the_first_is_down(feed_name: str) -> None:
+    """The operator's probe and store take the same node list as the watchers."""
+    host, port = NODES[1]
+    url = resolve_url(
+        f"mysql+pymysql://feedwatch:feedwatch@127.0.0.1:{free_port()}/feedwatch?host={host}:{port}".encode(),
+        secret="db",
+        key="url",
+    )
+    target = identity(url, prefix="", feed=feed_name)
+    probe(target, timeout=2)  # the first node is down: the second answers
+    databases = Databases(workers=1)
+    try:
+        asyncio.run(
+            databases.prepare(url, target=target, migrate_schema=True, feed_settings={"max_retries": 7})
+        )
+    finally:
+        databases.close()
+    assert Feed(database_url("galera", "sqlite://"), feed_name).settings.max_retries == 7
+
+
+def test_the_operator_refuses_an_unusable_node_list_naming_the_secret() -> None:
+    with pytest.raises(ProblemError, match=r"Secret 'db', key 'url'.*host=name:port") as caught:
+        resolve_url(b"mysql+pymysql://u:secret@a:3306/db?host=b:port", secret="db", key="url")
+    assert "secret" not in str(caught.value)

@@ -15,17 +15,23 @@ import socket
 import threading
 from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from sqlalchemy import make_url
 from sqlalchemy.exc import ArgumentError, DBAPIError
 
-from feedwatch.errors import ConfigurationError, DatabaseUnavailableError, SchemaMismatchError
+from feedwatch.errors import (
+    ConfigurationError,
+    DatabaseUnavailableError,
+    DatabaseURLError,
+    SchemaMismatchError,
+)
 from feedwatch.operator import problems
 from feedwatch.operator.problems import ProblemError
 from feedwatch.producer import Feed
 from feedwatch.store import Store, connect
+from feedwatch.store.connection import cluster_nodes
 from feedwatch.store.dialects import SUPPORTED
 from feedwatch.store.migrating import check_schema, migrate
 
@@ -45,6 +51,9 @@ class Identity:
     database: str
     prefix: str
     feed: str
+    #: Every server of a Galera URL (the first is ``host``/``port``); not part of the
+    #: identity, which names a cluster by its first node.
+    nodes: tuple[tuple[str, int], ...] = field(default=(), compare=False)
 
     def describe(self) -> str:
         where = f"{self.host}:{self.port}" if self.port else self.host
@@ -81,18 +90,31 @@ def resolve_url(raw: bytes, *, secret: str, key: str) -> str:
             problems.INVALID_DATABASE_URL,
             f"{where} holds a URL without a host or database name; expected e.g. {SUPPORTED['mysql']}",
         )
+    if backend in ("mysql", "mariadb"):
+        try:
+            cluster_nodes(text)
+        except DatabaseURLError as error:  # a host= the store could not use; the message hides the password
+            raise ProblemError(problems.INVALID_DATABASE_URL, f"{where}: {error}") from None
+    elif "host" in parsed.query:
+        raise ProblemError(
+            problems.INVALID_DATABASE_URL,
+            f"{where}: several hosts (host= in the query) are supported for MariaDB only",
+        )
     return text
 
 
 def identity(url: str, *, prefix: str, feed: str) -> Identity:
     parsed = make_url(url)
+    backend = parsed.drivername.partition("+")[0].replace("mariadb", "mysql")
+    nodes = tuple((n.host, n.port) for n in cluster_nodes(url)) if backend == "mysql" else ()
     return Identity(
-        backend=parsed.drivername.partition("+")[0].replace("mariadb", "mysql"),
+        backend=backend,
         host=str(parsed.host or "").lower(),
         port=parsed.port,
         database=str(parsed.database or ""),
         prefix=prefix,
         feed=feed,
+        nodes=nodes,
     )
 
 
@@ -103,8 +125,20 @@ def probe(target: Identity, *, timeout: float = PROBE_TIMEOUT) -> None:
     connection but never speaks; the operator must not lose a worker that long.
     """
     default_port = 5432 if target.backend == "postgresql" else 3306
-    with socket.create_connection((target.host, target.port or default_port), timeout=timeout) as sock:
-        if target.backend == "mysql":  # the server speaks first
+    servers = list(target.nodes) or [(target.host, target.port or default_port)]
+    for number, server in enumerate(servers, start=1):
+        try:
+            _probe_server(server, mysql=target.backend == "mysql", timeout=timeout)
+        except OSError:
+            if number == len(servers):  # one node of a cluster that answers is enough
+                raise
+        else:
+            return
+
+
+def _probe_server(server: tuple[str, int], *, mysql: bool, timeout: float) -> None:
+    with socket.create_connection(server, timeout=timeout) as sock:
+        if mysql:  # the server speaks first
             sock.settimeout(timeout)
             if not sock.recv(1):
                 raise ConnectionError("the server closed the connection before its greeting")

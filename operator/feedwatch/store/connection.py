@@ -150,6 +150,11 @@ def _setup_sqlite(engine: Engine) -> None:
         conn.exec_driver_sql("BEGIN" if readonly else "BEGIN IMMEDIATE")
 
 
+def cluster_nodes(url: str) -> list[Node]:
+    """The servers a MariaDB URL names, in order (its address, then each ``host=``)."""
+    return _nodes(make_url(url), url)[1]
+
+
 def _nodes(parsed: URL, url: str) -> tuple[URL, list[Node]]:
     """The URL's servers (address first, then each ``host=``), and the URL without ``host=``."""
     extra = parsed.query.get("host", ())
