@@ -12,7 +12,7 @@ install: ## install feedwatch with its test and benchmark tools
 	$(PYTHON) -m pip install -q -e '.[test,bench]'
 
 .PHONY: databases
-databases: ## start MariaDB and PostgreSQL on loopback (installs them if missing)
+databases: ## start MariaDB, PostgreSQL and a 3-node Galera cluster on loopback (installs them if missing)
 	hack/databases up
 
 .PHONY: k8s

@@ -4,10 +4,10 @@ Databases come from ``FEEDWATCH_TEST_MARIADB_URL``,
 ``FEEDWATCH_TEST_POSTGRES_URL`` and ``FEEDWATCH_TEST_GALERA_URL`` (loopback
 defaults match ``hack/databases``; the Galera URL lists its three nodes, so a
 pool spreads over them). ``FEEDWATCH_TEST_DATABASES`` picks which to run
-for the tests that take ``db_url`` (default: sqlite, mariadb, postgresql;
-adding ``galera`` runs them on the cluster too; ``make test-fast`` sets
-``sqlite``). The Galera cluster's own tests (``test_galera*.py``) run by
-default and whenever ``galera`` is selected. A database that is selected but
+for the tests that take ``db_url`` (default: all four: sqlite, mariadb,
+postgresql and galera, so the store, engine, service and demo suites run on
+the cluster too; ``make test-fast`` sets ``sqlite``). The Galera cluster's
+own tests (``test_galera*.py``) run whenever ``galera`` is selected. A database that is selected but
 unreachable FAILS its tests: nothing is skipped.
 """
 
@@ -36,10 +36,10 @@ GALERA_URL = os.environ.get(
     "FEEDWATCH_TEST_GALERA_URL",
     "mysql+pymysql://feedwatch:feedwatch@127.0.0.1:13316/feedwatch?host=127.0.0.1:13317&host=127.0.0.1:13318",
 )
-SELECTED = os.environ.get("FEEDWATCH_TEST_DATABASES", "sqlite,mariadb,postgresql").split(",")
+SELECTED = os.environ.get("FEEDWATCH_TEST_DATABASES", "sqlite,mariadb,postgresql,galera").split(",")
 ALL_DATABASES = [d for d in ("sqlite", "mariadb", "postgresql", "galera") if d in SELECTED]
-#: The Galera cluster's own tests: by default, and when it is selected.
-GALERA_TESTS = "FEEDWATCH_TEST_DATABASES" not in os.environ or "galera" in SELECTED
+#: The Galera cluster's own tests: when it is selected (by default).
+GALERA_TESTS = "galera" in SELECTED
 collect_ignore_glob = [] if GALERA_TESTS else ["*/test_galera*.py"]
 
 
