@@ -12,6 +12,7 @@ from datetime import datetime, timedelta
 import pytest
 
 from feedwatch import Feed, Store
+from feedwatch.engine.gating import next_step
 from feedwatch.store.records import (
     CheckpointDecision,
     ClaimBatch,
@@ -47,7 +48,7 @@ def _outcome(pk: int, claimed: Claimed, *, failed: bool = False) -> ItemOutcome:
 def _checkpoint(store: Store, feed: Feed, lease: LeaseRow, policy: str) -> CheckpointDecision:
     return store.evaluate_checkpoint(
         feed.name, "w1", lease.pk, store.now(), auto_close=True, manual_checkpoint=False,
-        failure_policy=policy, history=True, hold_for=0.0,
+        failure_policy=policy, history=True, hold_for=0.0, rule=next_step,
     )  # fmt: skip
 
 

@@ -111,6 +111,7 @@ class Checkpointer:
             failure_policy=s.failure_policy,
             history=s.history,
             hold_for=self._hold_for,
+            rule=next_step,
         )
         mono = clock.monotonic()
         if decision.action in ("work", "held"):

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import functools
 import logging
-from collections.abc import Collection, Sequence
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -19,7 +19,16 @@ from sqlalchemy.engine import Connection
 
 from feedwatch.errors import DatabaseUnavailableError
 from feedwatch.store.base import Positional, StoreBase, bounded, new_token
-from feedwatch.store.records import CheckpointDecision, ClaimBatch, Claimed, ClaimRequest, ItemOutcome
+from feedwatch.store.records import (
+    CheckpointDecision,
+    ClaimBatch,
+    Claimed,
+    ClaimRequest,
+    FailedItem,
+    GateDue,
+    GateSnapshot,
+    ItemOutcome,
+)
 
 log = logging.getLogger("feedwatch.store")
 
@@ -424,13 +433,16 @@ class ProcessingQueries(StoreBase):
         failure_policy: str,
         history: bool,
         hold_for: float,
+        rule: Callable[[GateSnapshot], CheckpointDecision],
     ) -> CheckpointDecision:
         """Decide what the partition does next, and write it fenced by the version read.
 
         Called when the owner found nothing to claim at the current gate. The
         partition row is read (and locked) first, so an enqueue that commits
         while we decide bumps the version and makes our write lose: the caller
-        then evaluates again with fresh knowledge.
+        then evaluates again with fresh knowledge. The decision is ``rule``'s,
+        a pure function of what was read (the engine's gate rule,
+        ``feedwatch.engine.gating.next_step``: the store imports no engine).
         """
         p, i = self.tables.partitions, self.tables.items
 
@@ -442,57 +454,46 @@ class ProcessingQueries(StoreBase):
             ).first()
             if part is None or part.owner != owner or part.status != "available":
                 return CheckpointDecision("lost", part.gate if part else 0)
-            gate, version = part.gate, part.version
-
-            def decide(
-                action: Any, to_gate: int, values: dict[str, Any], message: str | None = None
-            ) -> CheckpointDecision:
-                return self._write_partition(
-                    conn, feed, owner, partition_pk, version, to_gate, action, now, values, history, message
-                )
-
             available = conn.execute(
-                select(i.c.gate, func.count(), func.min(i.c.next_attempt_at))
+                select(i.c.gate, func.min(i.c.next_attempt_at))
                 .where(i.c.partition_pk == partition_pk, i.c.status == "available")
                 .group_by(i.c.gate)
                 .order_by(i.c.gate)
             ).all()
-            at_gate = [a for a in available if a[0] == gate]
-            if at_gate:
-                due = at_gate[0][2]
-                if due <= now:
-                    return CheckpointDecision("work", gate, due)
-                if (due - now).total_seconds() <= hold_for:
-                    return CheckpointDecision("held", gate, due)
-                return decide("waiting", gate, {"ready_at": due, **_RELEASE})
-            later = [a for a in available if a[0] > gate]
             failed = conn.execute(
-                select(i.c.id, i.c.error, i.c.gate)
+                select(i.c.id, i.c.gate, i.c.error)
                 .where(i.c.partition_pk == partition_pk, i.c.status == "failed")
                 .order_by(i.c.gate, i.c.pk)
                 .limit(1)
             ).first()
-            # A failed item blocks its gate, and a gate moved past it by hand (or a
-            # feed switched from skip) still may not let the partition complete.
-            if (
-                failed is not None
-                and failed_policy_blocks(failure_policy)
-                and (failed.gate <= gate or not later)
-            ):
-                message = bounded(f"item {failed.id!r} failed at gate {failed.gate}: {failed.error}")
-                values = {"status": "failed", "error": message, "ready_at": None, **_RELEASE}
-                return decide("failed", gate, values, message)
-            if later:
-                next_gate, _, due = later[0]
-                if manual_checkpoint:
-                    waits = f"gate {gate} done; manual checkpoint waits for the producer"
-                    return decide("idle", gate, {"ready_at": None, **_RELEASE}, waits)
-                values = {"gate": next_gate, "ready_at": max(due, now)}
-                return decide("advanced", next_gate, values, f"gate {gate} -> {next_gate}")
-            if auto_close:
-                values = {"status": "complete", "ready_at": None, "error": None, **_RELEASE}
-                return decide("completed", gate, values)
-            return decide("idle", gate, {"ready_at": None, **_RELEASE})
+            decision = rule(
+                GateSnapshot(
+                    gate=part.gate,
+                    now=now,
+                    available=tuple(GateDue(gate, due) for gate, due in available),
+                    failed=None if failed is None else FailedItem(*failed),
+                    auto_close=auto_close,
+                    manual_checkpoint=manual_checkpoint,
+                    failure_policy=failure_policy,
+                    hold_for=hold_for,
+                )
+            )
+            if decision.action in ("work", "held", "lost"):
+                return decision  # nothing to write
+            message = bounded(decision.message) if decision.action == "failed" else decision.message
+            return self._write_partition(
+                conn,
+                feed,
+                owner,
+                partition_pk,
+                part.version,
+                decision.gate,
+                decision.action,
+                now,
+                _checkpoint_values(decision, message),
+                history,
+                message,
+            )
 
         return self.transaction(work)
 
@@ -574,6 +575,21 @@ class ProcessingQueries(StoreBase):
             )
 
 
+def _checkpoint_values(decision: CheckpointDecision, message: str | None) -> dict[str, Any]:
+    """The partition columns a checkpoint decision writes."""
+    match decision.action:
+        case "advanced":
+            return {"gate": decision.gate, "ready_at": decision.ready_at}
+        case "waiting":
+            return {"ready_at": decision.ready_at, **_RELEASE}
+        case "failed":
+            return {"status": "failed", "error": message, "ready_at": None, **_RELEASE}
+        case "completed":
+            return {"status": "complete", "ready_at": None, "error": None, **_RELEASE}
+        case _:  # idle
+            return {"ready_at": None, **_RELEASE}
+
+
 @dataclass
 class CommitReport:
     """What a batch of results became: the rows won, and the rows the database refused."""
@@ -615,8 +631,3 @@ def _storable_text(message: str | None) -> str | None:
         return None
     clean = message.replace("\x00", "\\0").encode("utf-8", "replace").decode("utf-8")
     return bounded(clean)
-
-
-def failed_policy_blocks(policy: str) -> bool:
-    """Under ``block`` a failed item stops its partition at its gate."""
-    return policy == "block"
