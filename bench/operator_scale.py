@@ -205,7 +205,7 @@ def _ready(fw: dict[str, Any]) -> bool:
 
 def _progress(kube: KubeEnv) -> tuple[int, int, int]:
     """(Deployments that exist, Deployments available, FeedWatchers Ready) in the namespace."""
-    from tests.support.operator import GROUP, PLURAL, VERSION
+    from tests.support.kube_operator import GROUP, PLURAL, VERSION
 
     deployments = json.loads(kube.apps_v1.list_namespaced_deployment(NAMESPACE, _preload_content=False).data)[
         "items"
@@ -222,7 +222,7 @@ def run(
 ) -> tuple[Result, list[str]]:
     """Measure the operator at ``count`` FeedWatchers; returns the result and the feeds it created."""
     from tests.support.api_requests import OperatorIdentity
-    from tests.support.operator import OperatorProcess, create_database_secret, feedwatcher, install_crd
+    from tests.support.kube_operator import OperatorProcess, create_database_secret, feedwatcher, install_crd
 
     result = Result(count)
     run_id = uuid.uuid4().hex[:6]
@@ -346,7 +346,7 @@ def rate_limiter_wait(kube: KubeEnv, component: str) -> tuple[float, float]:
 
 
 def _create(kube: KubeEnv, body: dict[str, Any]) -> None:
-    from tests.support.operator import create_feedwatcher
+    from tests.support.kube_operator import create_feedwatcher
 
     create_feedwatcher(kube, NAMESPACE, body)
 

@@ -1,5 +1,5 @@
-"""Fixtures of the operator tests (defined in tests/support/operator.py)."""
+"""Fixtures of the operator tests (defined in tests/support/kube_operator.py)."""
 
-from tests.support.operator import crd, operator_namespace, shared_operator
+from tests.support.kube_operator import crd, operator_namespace, shared_operator
 
 __all__ = ["crd", "operator_namespace", "shared_operator"]

@@ -18,8 +18,7 @@ import pytest
 from sqlalchemy import make_url
 
 from feedwatch import Feed, Store
-from tests.support.kubernetes import KubeEnv, wait_until
-from tests.support.operator import (
+from tests.support.kube_operator import (
     MARIADB_URL,
     OperatorProcess,
     condition,
@@ -32,6 +31,7 @@ from tests.support.operator import (
     replace_secret_data,
     wait_for_condition,
 )
+from tests.support.kubernetes import KubeEnv, wait_until
 
 pytestmark = pytest.mark.kubernetes
 

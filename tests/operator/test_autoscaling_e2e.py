@@ -19,8 +19,7 @@ from feedwatch import Feed, Store
 from feedwatch.testing import assert_invariants
 from tests.service.helpers import history
 from tests.support.handler import Handler
-from tests.support.kubernetes import KubeEnv, wait_until
-from tests.support.operator import (
+from tests.support.kube_operator import (
     MARIADB_URL,
     OperatorProcess,
     create_database_secret,
@@ -29,6 +28,7 @@ from tests.support.operator import (
     feedwatcher,
     read_deployment,
 )
+from tests.support.kubernetes import KubeEnv, wait_until
 from tests.support.process_node import PodProcess, ProcessNode, process_node
 
 pytestmark = [pytest.mark.kubernetes, pytest.mark.slow]

@@ -38,7 +38,7 @@ GROUP, VERSION, PLURAL = "feedwatch.dev", "v1alpha1", "feedwatchers"
 def applied_crd(kube: KubeEnv) -> KubeEnv:
     """The CRD applied by this module itself (idempotently) and Established.
 
-    Named apart from tests/support/operator.py's ``crd`` so that this module checks
+    Named apart from tests/support/kube_operator.py's ``crd`` so that this module checks
     the install path (server-side apply, Established, discovery) on its own.
     """
     kube.kubectl("apply", "--server-side", "--force-conflicts", "-f", str(CRD_PATH))

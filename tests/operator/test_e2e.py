@@ -23,8 +23,7 @@ from feedwatch import Feed, Store
 from feedwatch.testing import assert_invariants
 from tests.service.helpers import history
 from tests.support.handler import Handler
-from tests.support.kubernetes import KubeEnv, wait_until
-from tests.support.operator import (  # noqa: F401 - fixtures
+from tests.support.kube_operator import (  # noqa: F401 - fixtures
     MARIADB_URL,
     OperatorProcess,
     crd,
@@ -36,6 +35,7 @@ from tests.support.operator import (  # noqa: F401 - fixtures
     shared_operator,
     wait_for_condition,
 )
+from tests.support.kubernetes import KubeEnv, wait_until
 from tests.support.process_node import ProcessNode, process_node
 
 pytestmark = [pytest.mark.kubernetes, pytest.mark.slow]

@@ -4,7 +4,7 @@ One operator subprocess serves the whole module (a namespace pattern; each
 test gets its own matching namespace), so the module pays one start. The
 database Secrets point at the test MariaDB (``hack/databases``). Fixtures
 (``crd``, ``shared_operator``, ``operator_namespace``) come from
-``tests/support/operator.py`` through ``conftest.py``.
+``tests/support/kube_operator.py`` through ``conftest.py``.
 """
 
 from __future__ import annotations
@@ -18,8 +18,7 @@ from typing import Any
 import pytest
 
 from feedwatch import Feed, Store
-from tests.support.kubernetes import KubeEnv, wait_until
-from tests.support.operator import (
+from tests.support.kube_operator import (
     MARIADB_URL,
     TEST_IMAGE,
     OperatorProcess,
@@ -34,6 +33,7 @@ from tests.support.operator import (
     replace_secret_data,
     wait_for_condition,
 )
+from tests.support.kubernetes import KubeEnv, wait_until
 
 pytestmark = pytest.mark.kubernetes
 

@@ -21,8 +21,7 @@ from pathlib import Path
 import pytest
 
 from tests.support.api_requests import Counts, OperatorIdentity
-from tests.support.kubernetes import KubeEnv, wait_until
-from tests.support.operator import (  # noqa: F401 - fixture
+from tests.support.kube_operator import (  # noqa: F401 - fixture
     GROUP,
     PLURAL,
     VERSION,
@@ -33,6 +32,7 @@ from tests.support.operator import (  # noqa: F401 - fixture
     create_feedwatcher,
     feedwatcher,
 )
+from tests.support.kubernetes import KubeEnv, wait_until
 
 pytestmark = [pytest.mark.kubernetes, pytest.mark.slow]
 

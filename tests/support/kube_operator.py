@@ -17,7 +17,7 @@ Two ways to use it:
 ``tests/operator/conftest.py`` makes the fixtures (``crd``, ``shared_operator``,
 ``operator_namespace``) available to every test there; elsewhere, import them::
 
-    from tests.support.operator import crd, operator_namespace, shared_operator  # noqa: F401
+    from tests.support.kube_operator import crd, operator_namespace, shared_operator  # noqa: F401
 
 Helpers: :func:`create_database_secret`, :func:`feedwatcher` (a FeedWatcher
 dict with test defaults), :func:`create_feedwatcher`, :func:`patch_spec`,
