@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -38,13 +38,6 @@ pytestmark = pytest.mark.kubernetes
 POLL = 1
 #: What "within one polling interval" may add: the loop's pass (<= 1 s), the apply, the watch.
 MARGIN = 4.0
-
-
-@pytest.fixture(scope="module")
-def store() -> Iterator[Store]:
-    opened = Store.open(MARIADB_URL)
-    yield opened
-    opened.close()
 
 
 @pytest.fixture

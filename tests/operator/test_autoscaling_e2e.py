@@ -10,8 +10,6 @@ from __future__ import annotations
 
 import urllib.request
 import uuid
-from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 
@@ -20,7 +18,6 @@ from feedwatch.testing import assert_invariants
 from tests.service.helpers import history
 from tests.support.handler import Handler
 from tests.support.kube_operator import (
-    MARIADB_URL,
     OperatorProcess,
     create_database_secret,
     create_feedwatcher,
@@ -29,32 +26,13 @@ from tests.support.kube_operator import (
     read_deployment,
 )
 from tests.support.kubernetes import KubeEnv, wait_until
-from tests.support.process_node import PodProcess, ProcessNode, process_node
+from tests.support.process_node import PodProcess, ProcessNode
 
 pytestmark = [pytest.mark.kubernetes, pytest.mark.slow]
 
 POD_LABEL = "feedwatch.dev/feedwatcher"
 #: With 2 handler calls at a time per watcher, one watcher alone would need ~14 s.
 PARTITIONS, ITEMS = 12, 8
-
-
-@pytest.fixture(scope="module")
-def store() -> Iterator[Store]:
-    opened = Store.open(MARIADB_URL, pool_size=4)
-    yield opened
-    opened.close()
-
-
-@pytest.fixture
-def handler(tmp_path: Path) -> Iterator[Handler]:
-    with Handler(tmp_path, "handler") as running:
-        yield running
-
-
-@pytest.fixture
-def node(kube: KubeEnv, operator_namespace: str, tmp_path: Path) -> Iterator[ProcessNode]:
-    with process_node(kube, operator_namespace, tmp_path / "node") as running:
-        yield running
 
 
 def watcher_metrics(process: PodProcess) -> str:

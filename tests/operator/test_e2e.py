@@ -13,8 +13,6 @@ from __future__ import annotations
 
 import uuid
 from collections import defaultdict
-from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -36,31 +34,12 @@ from tests.support.kube_operator import (  # noqa: F401 - fixtures
     wait_for_condition,
 )
 from tests.support.kubernetes import KubeEnv, wait_until
-from tests.support.process_node import ProcessNode, process_node
+from tests.support.process_node import ProcessNode
 
 pytestmark = [pytest.mark.kubernetes, pytest.mark.slow]
 
 PARTITIONS, ITEMS = 10, 20
 POD_LABEL = "feedwatch.dev/feedwatcher"
-
-
-@pytest.fixture(scope="module")
-def store() -> Iterator[Store]:
-    opened = Store.open(MARIADB_URL, pool_size=4)
-    yield opened
-    opened.close()
-
-
-@pytest.fixture
-def handler(tmp_path: Path) -> Iterator[Handler]:
-    with Handler(tmp_path, "handler") as running:
-        yield running
-
-
-@pytest.fixture
-def node(kube: KubeEnv, operator_namespace: str, tmp_path: Path) -> Iterator[ProcessNode]:  # noqa: F811
-    with process_node(kube, operator_namespace, tmp_path / "node") as running:
-        yield running
 
 
 def fast_watcher(name: str, feed: str, handler: Handler, **spec: Any) -> dict[str, Any]:
