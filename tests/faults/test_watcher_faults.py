@@ -96,9 +96,14 @@ def stop_at(victim: WatcherProcess, handler: HandlerProcess, store: Store, *, ho
     if holding_locks:
         # Its write transactions are short: on a busy machine the sampling above can miss
         # them. Freeze it with calls in flight anyway; the others must still finish.
-        wait_until(lambda: handler.calling(victim.name), 30, f"{victim.name} to call the handler")
+        # If the sampling's stops cost it its leases, it may have nothing left to call:
+        # freeze it then too; the others must finish every item either way.
+        deadline = time.monotonic() + 30
+        while not handler.calling(victim.name) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        busy = handler.calling(victim.name)
         victim.signal(signal.SIGSTOP)
-        print(f"2b: not caught inside a locking transaction in {attempts} tries; frozen mid-work")
+        print(f"2b: not caught inside a locking transaction in {attempts} tries; frozen (busy={busy})")
         return
     raise AssertionError(f"never caught {victim.name} outside any transaction")
 
