@@ -336,9 +336,11 @@ def _feed_obj(args: argparse.Namespace) -> Any:
 def cmd_watch(args: argparse.Namespace) -> int:
     from feedwatch.observability.logging import configure  # noqa: PLC0415
     from feedwatch.producer import Feed  # noqa: PLC0415
-    from feedwatch.serving import build_processor, serve  # noqa: PLC0415
+    from feedwatch.serving import StartupSignals, build_processor, serve  # noqa: PLC0415
     from feedwatch.store.connection import redact  # noqa: PLC0415
 
+    startup = StartupSignals()
+    startup.install()
     overrides = {
         f.name: coerce(WatcherSettings, f.name, getattr(args, f.name))
         for f in fields(WatcherSettings)
@@ -368,7 +370,7 @@ def cmd_watch(args: argparse.Namespace) -> int:
         store.load_feed(args.feed)  # a missing feed is a usage error, reported before anything else
     processor = build_processor(args.feed, settings, handler=args.handler, processor=args.processor)
     log.info("watching feed %s on %s", args.feed, redact(args.db), extra={"action": "watch_started"})
-    asyncio.run(serve(store, args.feed, processor, settings))
+    asyncio.run(serve(store, args.feed, processor, settings, startup=startup))
     return 0
 
 

@@ -44,15 +44,42 @@ def build_processor(
     return CallableProcessor(target, timeout=settings.handler_timeout, concurrency=settings.concurrency)
 
 
-async def serve(store: Store, feed: str, processor: Processor, settings: WatcherSettings) -> None:
+class StartupSignals:
+    """SIGTERM/SIGINT noted while the service is still starting (migrating, loading the feed).
+
+    Kubernetes may stop a pod before it is up (a scale-down right after a scale-up):
+    the signal is remembered rather than fatal, the start-up steps finish, and the
+    watcher stops gracefully at once, exiting 0 like any other stop.
+    """
+
+    def __init__(self) -> None:
+        self.received: signal.Signals | None = None
+
+    def install(self) -> None:
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(sig, self._note)
+
+    def _note(self, signum: int, _frame: object) -> None:
+        self.received = signal.Signals(signum)
+
+
+async def serve(
+    store: Store,
+    feed: str,
+    processor: Processor,
+    settings: WatcherSettings,
+    *,
+    startup: StartupSignals | None = None,
+) -> None:
     """Run until SIGTERM/SIGINT; then stop gracefully and release every lease.
 
     The first signal starts the graceful stop (bounded by the grace period); later
-    ones are logged and ignored, so they cannot turn a clean exit into a kill.
+    ones are logged and ignored, so they cannot turn a clean exit into a kill. A
+    signal ``startup`` noted before the loop began counts as the first.
     """
     metrics = Metrics(feed)
     watcher = Watcher(store, feed, processor, settings, metrics=metrics)
-    restore_signals = _handle_signals(watcher)
+    restore_signals = _handle_signals(watcher, startup.received if startup is not None else None)
 
     async def database_ready() -> bool:
         await watcher.db(_ping, store)
@@ -84,7 +111,7 @@ async def serve(store: Store, feed: str, processor: Processor, settings: Watcher
         restore_signals()
 
 
-def _handle_signals(watcher: Watcher) -> Callable[[], None]:
+def _handle_signals(watcher: Watcher, early: signal.Signals | None) -> Callable[[], None]:
     """SIGTERM/SIGINT stop the watcher once; returns what undoes it at the end."""
     loop = asyncio.get_running_loop()
     received: list[signal.Signals] = []
@@ -104,6 +131,8 @@ def _handle_signals(watcher: Watcher) -> Callable[[], None]:
 
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, on_signal, sig)
+    if early is not None:
+        on_signal(early)
 
     def restore() -> None:
         for sig in (signal.SIGTERM, signal.SIGINT):

@@ -118,7 +118,21 @@ def test_watchers_scale_from_zero_to_three_drain_a_fan_out_fan_in_workload_and_r
     wait_until(lambda: replicas(kube, ns, name) == 0, timeout=90, message=shared_operator.log_tail)
     node.wait_for(0, selector, timeout=60)
     stopped = [p for p in node.all(selector) if p.exit_codes]
-    assert stopped and all(code == 0 for p in stopped for code in p.exit_codes), node.dump()
+    assert stopped and all(_stopped_cleanly(p) for p in stopped), node.dump()
+
     scaled = [e["message"] for e in events(kube, ns, name) if e["reason"] == "Scaled"]
     assert any(" -> 3: backlog " in m for m in scaled), scaled
     assert any(m.endswith("-> 0: idle for 5 s (cooldown) with no partition leased") for m in scaled), scaled
+
+
+def _stopped_cleanly(pod: PodProcess) -> bool:
+    """Exit 0, or SIGTERM before the process wrote a line (still importing: it held nothing).
+
+    From ``feedwatch watch``'s first step a SIGTERM is a graceful stop (exit 0); only
+    while the interpreter imports does it end the process (the cooldown scale-down
+    can come that early on a loaded machine).
+    """
+    if pod.exit_codes == [0]:
+        return True
+    written = [line for line in pod.output().splitlines() if not line.startswith("=== process node")]
+    return pod.exit_codes == [-15] and not pod.killed and not written

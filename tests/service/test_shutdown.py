@@ -14,6 +14,7 @@ from feedwatch import Feed
 from feedwatch.testing import assert_invariants, wait_for
 from tests.service.helpers import fresh_sqlite, history, log_text, start_watch, stop_all, store_for
 from tests.support.handler import Handler
+from tests.support.processes import start_watcher
 
 pytestmark = pytest.mark.service
 
@@ -151,3 +152,23 @@ def test_sigterm_exits_0_in_the_grace_period_and_another_watcher_takes_over_at_i
         "acquisition pass (see /tmp/feedwatch-bugs.md: balance() uses the live-watcher count "
         "of the last renewal)"
     )
+
+
+def test_sigterm_while_still_starting_lets_start_up_finish_then_exits_0(tmp_path: Path) -> None:
+    """Kubernetes may stop a pod during its start-up (scale-up, then scale-down at once)."""
+    url = fresh_sqlite(tmp_path)
+    name = f"early{uuid.uuid4().hex[:8]}"
+    Feed.create(store_for(url), name)
+    starting, log = tmp_path / "starting", tmp_path / "w.log"
+    env = {"FEEDWATCH_TEST_STARTING": str(starting), "FEEDWATCH_TEST_START_SECONDS": "2"}
+    proc = start_watcher(url, name, processor="tests.support.slow_start:process", env=env, log=log)
+    try:
+        wait_for(starting.exists, timeout=60, message="the processor module to be imported")
+        proc.send_signal(signal.SIGTERM)
+        code = proc.wait(60)
+    finally:
+        stop_all(proc)
+    text = log_text(log)
+    assert code == 0, text
+    assert "SIGTERM: stopping gracefully" in text, text
+    assert "action=watcher_stopped" in text or '"watcher_stopped"' in text, text
