@@ -41,9 +41,7 @@ class DemoRun:
     @property
     def status_command(self) -> list[str]:
         """The first ``feedwatch status --db ... --feed ...`` command the demo printed."""
-        match = re.search(
-            r"^  (feedwatch status --db (\S+) --feed (\S+))$", self.output, re.MULTILINE
-        )
+        match = re.search(r"^  (feedwatch status --db (\S+) --feed (\S+))$", self.output, re.MULTILINE)
         assert match, f"the demo printed no status command:\n{self.output}"
         return match.group(1).split()
 
@@ -65,9 +63,7 @@ def run_demo(*args: str, timeout: float = 240) -> DemoRun:
         stdin=subprocess.DEVNULL,
     )  # fmt: skip
     run = DemoRun(list(args), proc.returncode, proc.stdout + proc.stderr)
-    assert proc.returncode == 0, (
-        f"feedwatch demo {' '.join(args)} exited {proc.returncode}:\n{run.output}"
-    )
+    assert proc.returncode == 0, f"feedwatch demo {' '.join(args)} exited {proc.returncode}:\n{run.output}"
     return run
 
 

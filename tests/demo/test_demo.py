@@ -192,9 +192,7 @@ def test_the_demo_runs_against_the_example_http_handler(handler: tuple[str, str]
 
 def test_three_watcher_processes_work_against_the_http_handler(handler: tuple[str, str]) -> None:
     url, db = handler
-    run = run_demo(
-        "--handler", url, "--db", db, "--watchers", "3", "--postings", "3", "--resumes", "40"
-    )
+    run = run_demo("--handler", url, "--db", db, "--watchers", "3", "--postings", "3", "--resumes", "40")
     assert run.lines(r"watcher w1: pid \d+, `python -m feedwatch watch --handler")
     assert not run.lines(r"rolling update"), "with a handler, the handler is redeployed instead"
     store = Store.open(db)
@@ -254,8 +252,6 @@ def test_on_a_terminal_the_demo_draws_a_live_table() -> None:
     assert "screening job applications" in text
     assert "gate 0: resumes classified" in text
     assert "top 10 for backend-engineer" in text
-    workdir = re.search(
-        r"rm -r (/\S+feedwatch-demo-\w+)", re.sub(r"\x1b\[[0-9;?]*[a-zA-Z]", "", text)
-    )
+    workdir = re.search(r"rm -r (/\S+feedwatch-demo-\w+)", re.sub(r"\x1b\[[0-9;?]*[a-zA-Z]", "", text))
     if workdir:
         shutil.rmtree(workdir.group(1), ignore_errors=True)

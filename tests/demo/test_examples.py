@@ -29,9 +29,7 @@ def test_the_library_example_runs_a_watcher_with_its_own_processor(db_url: str) 
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "order-1001: complete, invoice {'lines': 3, 'amount': 19.25}" in proc.stdout
     assert "order-1002: complete, invoice {'lines': 2, 'amount': 15.9}" in proc.stdout
-    assert re.search(
-        r"order-1001 retried 1 time\(s\): the coffee price service timed out", proc.stdout
-    )
+    assert re.search(r"order-1001 retried 1 time\(s\): the coffee price service timed out", proc.stdout)
 
 
 def test_the_library_example_runs_on_a_temporary_database_by_default() -> None:

@@ -68,15 +68,9 @@ def _replicasets_of(kube: KubeEnv, namespace: str, deployment_uid: str) -> list[
 def _wait_for_ready_pods(kube: KubeEnv, namespace: str, name: str, count: int) -> list[Any]:
     def check() -> list[Any] | None:
         pods = _ready_pods(kube, namespace, name)
-        all_pods = kube.core_v1.list_namespaced_pod(
-            namespace, label_selector=f"{APP_LABEL}={name}"
-        ).items
+        all_pods = kube.core_v1.list_namespaced_pod(namespace, label_selector=f"{APP_LABEL}={name}").items
         live = [p for p in all_pods if p.metadata.deletion_timestamp is None]
-        if (
-            len(pods) == count
-            and len(live) == count
-            and _ready_replicas(kube, namespace, name) == count
-        ):
+        if len(pods) == count and len(live) == count and _ready_replicas(kube, namespace, name) == count:
             return pods
         return None
 
@@ -98,9 +92,7 @@ def test_the_admin_user_is_authenticated_by_client_certificate_and_authorized_by
     assert kube.kubectl("auth", "whoami", "-o", "jsonpath={.status.userInfo.username}").stdout == (
         "feedwatch-admin"
     )
-    assert kube.kubectl(
-        "auth", "can-i", "create", "deployments", "-n", namespace
-    ).stdout.strip() == ("yes")
+    assert kube.kubectl("auth", "can-i", "create", "deployments", "-n", namespace).stdout.strip() == ("yes")
     # RBAC is enforced for everybody else: a fresh service account may do nothing.
     proc = kube.kubectl(
         "auth",
@@ -149,10 +141,7 @@ def test_deployment_pods_become_ready_on_the_kwok_node(kube: KubeEnv, namespace:
     wait_until(
         lambda: any(
             c.type == "Available" and c.status == "True"
-            for c in kube.apps_v1.read_namespaced_deployment_status(
-                "web", namespace
-            ).status.conditions
-            or []
+            for c in kube.apps_v1.read_namespaced_deployment_status("web", namespace).status.conditions or []
         ),
         timeout=30,
         message="deployment web Available",
@@ -185,11 +174,7 @@ def test_deleting_a_deployment_garbage_collects_its_replicaset_and_pods(
         message="the garbage collector to delete the replicaset",
     )
     wait_until(
-        lambda: (
-            not kube.core_v1.list_namespaced_pod(
-                namespace, label_selector=f"{APP_LABEL}=doomed"
-            ).items
-        ),
+        lambda: not kube.core_v1.list_namespaced_pod(namespace, label_selector=f"{APP_LABEL}=doomed").items,
         timeout=60,
         message="the pods to be deleted",
     )
@@ -238,9 +223,7 @@ def test_a_crd_cel_validation_rule_rejects_a_violating_object_with_its_message(
     }
     kube.kubectl("apply", "-f", "-", input=json.dumps(crd))
     try:
-        kube.kubectl(
-            "wait", "--for=condition=Established", f"crd/{plural}.{group}", "--timeout=30s"
-        )
+        kube.kubectl("wait", "--for=condition=Established", f"crd/{plural}.{group}", "--timeout=30s")
         kind = crd["spec"]["names"]["kind"]  # type: ignore[index]
 
         def create(name: str, lo: int, hi: int) -> Any:
@@ -250,9 +233,7 @@ def test_a_crd_cel_validation_rule_rejects_a_violating_object_with_its_message(
                 "metadata": {"name": name},
                 "spec": {"min": lo, "max": hi},
             }
-            return kube.custom_objects.create_namespaced_custom_object(
-                group, "v1", namespace, plural, body
-            )
+            return kube.custom_objects.create_namespaced_custom_object(group, "v1", namespace, plural, body)
 
         # The discovery/OpenAPI of a new CRD may lag "Established" briefly.
         wait_until(lambda: create("valid", 1, 5), timeout=30, message="a valid object accepted")
@@ -262,9 +243,7 @@ def test_a_crd_cel_validation_rule_rejects_a_violating_object_with_its_message(
         assert rejected.value.status == 422
         assert message in rejected.value.body
         with pytest.raises(ApiException):
-            kube.custom_objects.get_namespaced_custom_object(
-                group, "v1", namespace, plural, "invalid"
-            )
+            kube.custom_objects.get_namespaced_custom_object(group, "v1", namespace, plural, "invalid")
     finally:
         kube.kubectl("delete", "crd", f"{plural}.{group}", "--wait=false", check=False)
 
@@ -284,9 +263,7 @@ def test_helm_version_and_template_work_from_the_cache(kube: KubeEnv) -> None:
 
 
 @pytest.mark.chart
-def test_helm_install_of_a_trivial_chart_works_against_the_api_server(
-    kube: KubeEnv, namespace: str
-) -> None:
+def test_helm_install_of_a_trivial_chart_works_against_the_api_server(kube: KubeEnv, namespace: str) -> None:
     kube.helm(
         "install",
         "trivial",
