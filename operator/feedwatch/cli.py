@@ -30,6 +30,7 @@ from feedwatch.errors import (
     PayloadError,
     SchemaMismatchError,
 )
+from feedwatch.observability.actions import Action
 from feedwatch.settings import (
     FeedSettings,
     WatcherSettings,
@@ -359,17 +360,17 @@ def cmd_watch(args: argparse.Namespace) -> int:
                 "schema migrated to revision %s: %s",
                 revision,
                 "; ".join(steps),
-                extra={"action": "schema_migrated"},
+                extra={"action": Action.SCHEMA_MIGRATED},
             )
         else:
-            log.info("schema already at revision %s", revision, extra={"action": "schema_current"})
+            log.info("schema already at revision %s", revision, extra={"action": Action.SCHEMA_CURRENT})
     store = _store(args)
     if args.create_feed:
         Feed.create(store, args.feed)
     else:
         store.load_feed(args.feed)  # a missing feed is a usage error, reported before anything else
     processor = build_processor(args.feed, settings, handler=args.handler, processor=args.processor)
-    log.info("watching feed %s on %s", args.feed, redact(args.db), extra={"action": "watch_started"})
+    log.info("watching feed %s on %s", args.feed, redact(args.db), extra={"action": Action.WATCH_STARTED})
     asyncio.run(serve(store, args.feed, processor, settings, startup=startup))
     return 0
 

@@ -10,6 +10,7 @@ from typing import Any
 
 from feedwatch.engine import Watcher
 from feedwatch.errors import ConfigurationError
+from feedwatch.observability.actions import Action
 from feedwatch.observability.health import HealthServer
 from feedwatch.observability.metrics import Metrics
 from feedwatch.processors import CallableProcessor, Processor, load_callable
@@ -118,14 +119,16 @@ def _handle_signals(watcher: Watcher, early: signal.Signals | None) -> Callable[
 
     def on_signal(sig: signal.Signals) -> None:
         if received:
-            log.warning("%s again: already stopping gracefully", sig.name, extra={"action": "signal_ignored"})
+            log.warning(
+                "%s again: already stopping gracefully", sig.name, extra={"action": Action.SIGNAL_IGNORED}
+            )
             return
         received.append(sig)
         log.info(
             "%s: stopping gracefully (grace period %g s)",
             sig.name,
             watcher.settings.grace_period,
-            extra={"action": "shutdown_requested"},
+            extra={"action": Action.SHUTDOWN_REQUESTED},
         )
         watcher.request_stop()
 

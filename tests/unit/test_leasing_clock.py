@@ -162,7 +162,7 @@ class Keeper:
             clock=clock,
             leases=self.leases,
             run=self._round_trip,
-            trouble=DatabaseTrouble(log=log, clock=clock),
+            trouble=DatabaseTrouble(log=log, clock=clock, pause=0.01),
             log=log,
             metrics=metrics,
             stopping=lambda: False,

@@ -23,6 +23,7 @@ from feedwatch.engine.clock import Clock
 from feedwatch.engine.gating import Checkpointer
 from feedwatch.engine.leases import Lease, LeaseTable
 from feedwatch.engine.threads import DatabaseTrouble, Offload
+from feedwatch.observability.actions import Action
 from feedwatch.observability.health import Liveness
 from feedwatch.observability.logging import FeedLogger
 from feedwatch.observability.metrics import Metrics
@@ -93,10 +94,7 @@ class Dispatcher:
             try:
                 progressed = await self.round()
             except Exception as error:
-                if not self._trouble.is_trouble(error):
-                    raise
-                self._trouble.report(error)
-                await asyncio.sleep(min(self.settings.poll_interval, 1.0))
+                await self._trouble.outlast(error)
                 continue
             if progressed:
                 await asyncio.sleep(0)
@@ -174,7 +172,7 @@ class Dispatcher:
             self.metrics.item("fail", batch.failed)
         progressed = False
         for pk in batch.lost:
-            self.leases.drop(by_pk[pk], "lease_lost", f"{by_pk[pk].id!r} is no longer ours")
+            self.leases.drop(by_pk[pk], Action.LEASE_LOST, f"{by_pk[pk].id!r} is no longer ours")
         for pk, gate in batch.moved.items():
             progressed = True  # claim again at once, at the gate the database holds
             self.leases.follow_gate(by_pk[pk], gate)
@@ -254,7 +252,11 @@ class Dispatcher:
                     claimed.id,
                     outcome.kind,
                     outcome.error,
-                    extra={"action": f"item_{outcome.kind}", "partition": lease.id, "item": claimed.id},
+                    extra={
+                        "action": Action(f"item_{outcome.kind}"),
+                        "partition": lease.id,
+                        "item": claimed.id,
+                    },
                 )
         except Exception as error:
             message = f"feedwatch could not handle the answer: {retrying.describe(error)}"
@@ -312,15 +314,12 @@ class Dispatcher:
                     again,
                 )
             except Exception as error:
-                if not self._trouble.is_trouble(error):
-                    raise
-                self._trouble.report(error)
                 self.liveness.commit_failed(
                     str(error).splitlines()[0] if str(error) else type(error).__name__
                 )
                 # The same batch is retried with the same token, so a COMMIT
                 # that landed before the error is recognised, not counted lost.
-                await asyncio.sleep(min(self.settings.poll_interval, 1.0))
+                await self._trouble.outlast(error)
                 continue
             self.liveness.commit_succeeded()
             self._batch_token, self._batch_len = None, 0
@@ -341,14 +340,14 @@ class Dispatcher:
                             "item %s failed: %s",
                             outcome.pk,
                             outcome.error,
-                            extra={"action": "item_failed", "partition": lease.id},
+                            extra={"action": Action.ITEM_FAILED, "partition": lease.id},
                         )
                 elif outcome.pk not in report.rejected:
                     self.metrics.lost_races.inc()
                     self.log.debug(
                         "result of item %s discarded: it changed since its claim",
                         outcome.pk,
-                        extra={"action": "lost_race", "partition": lease.id},
+                        extra={"action": Action.LOST_RACE, "partition": lease.id},
                     )
                 if lease.in_flight == 0:
                     lease.idle_until = 0.0
@@ -372,7 +371,7 @@ class Dispatcher:
                 "the database refused even the failure of item %s: %s",
                 claimed.id,
                 reason,
-                extra={"action": "result_refused", "partition": lease.id},
+                extra={"action": Action.RESULT_REFUSED, "partition": lease.id},
             )
             return None
         self.log.warning(
@@ -380,7 +379,7 @@ class Dispatcher:
             claimed.id,
             outcome.kind,
             reason,
-            extra={"action": "result_refused", "partition": lease.id},
+            extra={"action": Action.RESULT_REFUSED, "partition": lease.id},
         )
         self._refused_once.add((claimed.pk, claimed.version))
         message = f"{REFUSED} ({outcome.kind}, gate {outcome.gate}): {reason}"
@@ -399,5 +398,5 @@ class Dispatcher:
                 self.log.warning(
                     "%d processor call(s) cancelled after the grace period",
                     len(pending),
-                    extra={"action": "grace_exceeded"},
+                    extra={"action": Action.GRACE_EXCEEDED},
                 )

@@ -28,6 +28,7 @@ from collections.abc import Callable
 from feedwatch.engine.clock import Clock
 from feedwatch.engine.leases import Lease, LeaseTable
 from feedwatch.engine.threads import Offload
+from feedwatch.observability.actions import Action
 from feedwatch.observability.metrics import Metrics
 from feedwatch.settings import FeedSettings
 from feedwatch.store import Store
@@ -122,7 +123,7 @@ class Checkpointer:
                 if lease.empty_work > 2:
                     # Due items we cannot claim: claims of this epoch whose results were
                     # lost. Re-acquiring starts a new epoch that may claim them again.
-                    leases.drop(lease, "lease_released", "released to re-claim items left unanswered")
+                    leases.drop(lease, Action.LEASE_RELEASED, "released to re-claim items left unanswered")
                     await self._run(
                         self._store.release_leases,
                         self._feed,
@@ -141,20 +142,20 @@ class Checkpointer:
                 lease.gate = decision.gate
                 lease.empty_work = 0
                 self._metrics.gate_advances.inc()
-                leases.event(lease, "gate_advanced", decision.message or f"gate -> {decision.gate}")
+                leases.event(lease, Action.GATE_ADVANCED, decision.message or f"gate -> {decision.gate}")
                 return True
             case "completed":
                 self._metrics.closed("complete")
-                leases.drop(lease, "partition_completed", f"{lease.id!r} complete")
+                leases.drop(lease, Action.PARTITION_COMPLETED, f"{lease.id!r} complete")
             case "failed":
                 self._metrics.closed("failed")
-                leases.drop(lease, "partition_failed", decision.message or f"{lease.id!r} failed")
+                leases.drop(lease, Action.PARTITION_FAILED, decision.message or f"{lease.id!r} failed")
             case "waiting":
                 leases.drop(
-                    lease, "lease_released", f"{lease.id!r} waits for retries until {decision.ready_at}"
+                    lease, Action.LEASE_RELEASED, f"{lease.id!r} waits for retries until {decision.ready_at}"
                 )
             case "idle":
-                leases.drop(lease, "lease_released", decision.message or f"{lease.id!r} idle")
+                leases.drop(lease, Action.LEASE_RELEASED, decision.message or f"{lease.id!r} idle")
             case "lost":
-                leases.drop(lease, "lease_lost", f"{lease.id!r} changed hands during a checkpoint")
+                leases.drop(lease, Action.LEASE_LOST, f"{lease.id!r} changed hands during a checkpoint")
         return False

@@ -13,6 +13,7 @@ from collections.abc import Callable, ItemsView, Iterator, ValuesView
 from dataclasses import dataclass
 from typing import Literal
 
+from feedwatch.observability.actions import Action
 from feedwatch.observability.logging import FeedLogger
 from feedwatch.observability.metrics import Metrics
 
@@ -76,7 +77,7 @@ class LeaseTable:
         """Publish how many leases are held."""
         self._metrics.leases.set(len(self._held))
 
-    def drop(self, lease: Lease, action: str, message: str) -> None:
+    def drop(self, lease: Lease, action: Action, message: str) -> None:
         """Forget a lease locally (the database side was already written or lost)."""
         if lease.dropped:
             return
@@ -86,14 +87,14 @@ class LeaseTable:
         self.count()
         self.event(lease, action, message)
 
-    def event(self, lease: Lease, action: str, message: str) -> None:
+    def event(self, lease: Lease, action: Action, message: str) -> None:
         self._log.info(message, extra={"action": action, "partition": lease.id, "gate": lease.gate})
 
     def follow_gate(self, lease: Lease, gate: int) -> None:
         """The partition's gate moved under us (by hand, or by a checkpoint): work the new one."""
         if gate == lease.gate:
             return
-        self.event(lease, "gate_moved", f"{lease.id!r} is at gate {gate} now (was {lease.gate} here)")
+        self.event(lease, Action.GATE_MOVED, f"{lease.id!r} is at gate {gate} now (was {lease.gate} here)")
         lease.gate = gate
         lease.empty_work = 0
         lease.suspects = "unknown"  # suspects are looked for gate by gate

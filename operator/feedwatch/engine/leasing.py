@@ -61,6 +61,7 @@ from feedwatch.engine import balancing
 from feedwatch.engine.clock import Clock
 from feedwatch.engine.leases import Lease, LeaseTable
 from feedwatch.engine.threads import DatabaseTrouble, Offload
+from feedwatch.observability.actions import Action
 from feedwatch.observability.logging import FeedLogger
 from feedwatch.observability.metrics import Metrics
 from feedwatch.settings import FeedSettings, WatcherSettings
@@ -144,10 +145,7 @@ class LeaseKeeper:
             try:
                 await self.tick()
             except Exception as error:
-                if not self._trouble.is_trouble(error):
-                    raise
-                self._trouble.report(error)
-                await asyncio.sleep(min(self.settings.poll_interval, 1.0))
+                await self._trouble.outlast(error)
                 continue
             self.wake.clear()
             delay = min(self.settings.poll_interval, max(self._next_renewal - self.clock.monotonic(), 0))
@@ -184,13 +182,15 @@ class LeaseKeeper:
         held = {r.pk: r for r in rows}
         for pk, lease in list(self.leases.items()):
             if pk not in held:
-                self.leases.drop(lease, "lease_lost", "lease lost: another watcher took it after it expired")
+                self.leases.drop(
+                    lease, Action.LEASE_LOST, "lease lost: another watcher took it after it expired"
+                )
         for row in rows:
             known = self.leases.get(row.pk)
             if known is None:
                 lease = self._adopt(row, trusted)
                 self._metrics.steals.inc()
-                self.leases.event(lease, "lease_received", f"received {row.id!r} by hand-off")
+                self.leases.event(lease, Action.LEASE_RECEIVED, f"received {row.id!r} by hand-off")
             else:
                 lease = known
             self._requested.pop(row.pk, None)
@@ -198,7 +198,7 @@ class LeaseKeeper:
             if row.steal_by and lease.handing_to is None and self._may_give(lease):
                 lease.handing_to = row.steal_by
                 lease.handoff_deadline = clock.monotonic() + settings.grace_period
-                self.leases.event(lease, "steal_requested", f"{row.steal_by} asked for {row.id!r}")
+                self.leases.event(lease, Action.STEAL_REQUESTED, f"{row.steal_by} asked for {row.id!r}")
         self.leases.count()
         self._on_change()
 
@@ -242,7 +242,7 @@ class LeaseKeeper:
             )
             self.leases.drop(
                 lease,
-                "lease_handed_off" if handed else "lease_lost",
+                Action.LEASE_HANDED_OFF if handed else Action.LEASE_LOST,
                 f"handed {lease.id!r} to {lease.handing_to}" if handed else "lost during hand-off",
             )
 
@@ -279,7 +279,7 @@ class LeaseKeeper:
         trusted = started + settings.lease_duration - settings.margin
         for row in rows:
             lease = self._adopt(row, trusted)
-            self.leases.event(lease, "lease_acquired", f"acquired {row.id!r} at gate {row.gate}")
+            self.leases.event(lease, Action.LEASE_ACQUIRED, f"acquired {row.id!r} at gate {row.gate}")
         if rows:
             self.leases.count()
             self._on_change()
@@ -300,7 +300,7 @@ class LeaseKeeper:
                     victim,
                     held,
                     goal,
-                    extra={"action": "steal_requested"},
+                    extra={"action": Action.STEAL_REQUESTED},
                 )
 
     async def release_all(self) -> None:
@@ -315,5 +315,5 @@ class LeaseKeeper:
                 self.feed_settings.history,
             )
             for lease in list(self.leases.values()):
-                self.leases.drop(lease, "lease_released", f"released {lease.id!r}")
+                self.leases.drop(lease, Action.LEASE_RELEASED, f"released {lease.id!r}")
         await self._run(self.store.remove_heartbeat, self.feed, self.owner)

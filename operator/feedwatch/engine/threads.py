@@ -7,6 +7,7 @@ never delays a renewal) and hands each part the ``Offload`` it should use.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Awaitable, Callable
 from typing import Any, Protocol, TypeVar
@@ -15,6 +16,7 @@ from sqlalchemy.exc import DBAPIError
 
 from feedwatch.engine.clock import Clock
 from feedwatch.errors import DatabaseUnavailableError
+from feedwatch.observability.actions import Action
 
 T = TypeVar("T")
 
@@ -26,12 +28,24 @@ class Offload(Protocol):
 
 
 class DatabaseTrouble:
-    """Tells database trouble (retried) from bugs (fatal), and logs it at most every 5 s."""
+    """Tells database trouble (retried) from bugs (fatal), and logs it at most every 5 s.
 
-    def __init__(self, *, log: logging.LoggerAdapter[logging.Logger], clock: Clock) -> None:
+    Every loop that talks to the database (lease keeping, claiming, committing)
+    meets an error the same way: :meth:`outlast` it, then go round again.
+    """
+
+    def __init__(self, *, log: logging.LoggerAdapter[logging.Logger], clock: Clock, pause: float) -> None:
         self._log = log
         self._clock = clock
+        self._pause = pause
         self._logged = 0.0
+
+    async def outlast(self, error: Exception) -> None:
+        """Re-raise a bug; for database trouble, log it and wait ``pause`` before the caller retries."""
+        if not self.is_trouble(error):
+            raise error
+        self.report(error)
+        await asyncio.sleep(self._pause)
 
     @staticmethod
     def is_trouble(error: BaseException) -> bool:
@@ -44,5 +58,5 @@ class DatabaseTrouble:
             self._log.warning(
                 "database trouble, retrying: %s",
                 str(error).splitlines()[0],
-                extra={"action": "database_unavailable"},
+                extra={"action": Action.DATABASE_UNAVAILABLE},
             )

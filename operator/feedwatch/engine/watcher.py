@@ -19,6 +19,7 @@ from feedwatch.engine.gating import Checkpointer
 from feedwatch.engine.leases import LeaseTable
 from feedwatch.engine.leasing import LeaseKeeper
 from feedwatch.engine.threads import DatabaseTrouble
+from feedwatch.observability.actions import Action
 from feedwatch.observability.health import Liveness
 from feedwatch.observability.logging import FeedLogger
 from feedwatch.observability.metrics import Metrics
@@ -78,7 +79,9 @@ class Watcher:
         self.stopping = False
         self._executor = ThreadPoolExecutor(max_workers=4, thread_name_prefix="feedwatch-db")
         self._lease_executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="feedwatch-lease")
-        self.trouble = DatabaseTrouble(log=self.log, clock=self.clock)
+        self.trouble = DatabaseTrouble(
+            log=self.log, clock=self.clock, pause=min(self.settings.poll_interval, 1.0)
+        )
         # The parts wake each other: a dropped lease wakes the lease keeper (below
         # target now), a lease gained or renewed wakes the dispatcher.
         self.leases = LeaseTable(log=self.log, metrics=self.metrics, on_drop=self._wake_leasekeeper)
@@ -155,7 +158,7 @@ class Watcher:
             return
         self._started = True
         await self.db(self.clock.sync)
-        self.log.info("watcher %s started", self.owner, extra={"action": "watcher_started"})
+        self.log.info("watcher %s started", self.owner, extra={"action": Action.WATCHER_STARTED})
         self._spawn(self.leasekeeper.run(), "leasing")
         self._spawn(self.dispatcher.pump(), "dispatching")
         self._spawn(self.dispatcher.committer(), "committing")
@@ -184,10 +187,10 @@ class Watcher:
         except Exception as error:
             if not self.trouble.is_trouble(error):
                 raise
-            self.log.warning("could not release leases: %s", error, extra={"action": "release_failed"})
+            self.log.warning("could not release leases: %s", error, extra={"action": Action.RELEASE_FAILED})
         self._executor.shutdown(wait=False)
         self._lease_executor.shutdown(wait=False)
-        self.log.info("watcher %s stopped", self.owner, extra={"action": "watcher_stopped"})
+        self.log.info("watcher %s stopped", self.owner, extra={"action": Action.WATCHER_STOPPED})
         self._stopped.set()
 
     def request_stop(self) -> None:
@@ -246,6 +249,6 @@ class Watcher:
                 "task %s failed; stopping",
                 task.get_name(),
                 exc_info=error,
-                extra={"action": "watcher_failed"},
+                extra={"action": Action.WATCHER_FAILED},
             )
             self.request_stop()

@@ -41,6 +41,7 @@ from typing import Any, TypeVar, cast
 from kubernetes import client, config
 from kubernetes.client.exceptions import ApiException
 
+from feedwatch.observability.actions import Action
 from feedwatch.operator.deployments import API_VERSION, FIELD_MANAGER, KIND
 
 log = logging.getLogger("feedwatch.operator.kube")
@@ -262,7 +263,7 @@ class Kube:
                     meta.get("namespace"),
                     meta.get("name"),
                     _message(error),
-                    extra={"action": "event_failed"},
+                    extra={"action": Action.EVENT_FAILED},
                 )
                 return False
             return True

@@ -30,6 +30,7 @@ import logging
 import time
 from collections.abc import Awaitable, Callable, Iterable
 
+from feedwatch.observability.actions import Action
 from feedwatch.operator import problems
 from feedwatch.operator.reconciling import Key, Reconciler
 
@@ -89,7 +90,7 @@ class BackgroundLoop:
             log.error(
                 "the background loop died: %r; /healthz now fails",
                 task.exception(),
-                extra={"action": "loop_died"},
+                extra={"action": Action.LOOP_DIED},
             )
 
     async def _run(self) -> None:
@@ -99,7 +100,7 @@ class BackgroundLoop:
             except asyncio.CancelledError:
                 raise
             except Exception:  # one bad pass must not end the loop
-                log.exception("background pass failed", extra={"action": "loop_pass_failed"})
+                log.exception("background pass failed", extra={"action": Action.LOOP_PASS_FAILED})
             await self._sleep()
 
     async def run_once(self) -> None:
@@ -132,7 +133,7 @@ class BackgroundLoop:
                 after = await reconciler.kube.read_secret(*ref)
             except Exception as error:
                 log.warning(
-                    "cannot read Secret %s/%s: %s", *ref, error, extra={"action": "secret_read_failed"}
+                    "cannot read Secret %s/%s: %s", *ref, error, extra={"action": Action.SECRET_READ_FAILED}
                 )
                 return
             reconciler.secrets[ref] = after

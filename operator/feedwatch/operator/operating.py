@@ -13,6 +13,7 @@ import logging
 
 from aiohttp import web
 
+from feedwatch.observability.actions import Action
 from feedwatch.operator.backlog import BacklogReader
 from feedwatch.operator.database import Databases
 from feedwatch.operator.kube import Kube, load_client
@@ -57,7 +58,7 @@ class Operator:
             ", ".join(self.settings.namespaces) or "all",
             self.settings.watcher_image,
             self.settings.health_port or "off",
-            extra={"action": "operator_started"},
+            extra={"action": Action.OPERATOR_STARTED},
         )
 
     async def stop(self) -> None:
@@ -71,7 +72,7 @@ class Operator:
             await self._runner.cleanup()
         self.databases.close()
         self.kube.close()
-        log.info("operator stopped", extra={"action": "operator_stopped"})
+        log.info("operator stopped", extra={"action": Action.OPERATOR_STOPPED})
 
     async def _healthz(self, request: web.Request) -> web.Response:
         if self.loop.alive:

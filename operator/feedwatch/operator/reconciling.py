@@ -43,6 +43,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
+from feedwatch.observability.actions import Action
 from feedwatch.operator import deployments, problems
 from feedwatch.operator.database import Databases, Identity, identity, resolve_url
 from feedwatch.operator.kube import ApplyRefused, Kube, SecretSnapshot
@@ -344,7 +345,7 @@ class Reconciler:
                     entry.name,
                     error.problem.message,
                     delay,
-                    extra={"action": "database_unreachable"},
+                    extra={"action": Action.DATABASE_UNREACHABLE},
                 )
             else:
                 entry.database_failed = (wanted, error.problem)
@@ -361,7 +362,7 @@ class Reconciler:
             entry.namespace,
             entry.name,
             entry.identity.describe(),
-            extra={"action": "database_prepared", "feed": spec.feed},
+            extra={"action": Action.DATABASE_PREPARED, "feed": spec.feed},
         )
         return None
 
@@ -418,7 +419,10 @@ class Reconciler:
             entry.namespace,
             entry.name,
             "created" if created else "updated",
-            extra={"action": "deployment_created" if created else "deployment_updated", "feed": spec.feed},
+            extra={
+                "action": Action.DEPLOYMENT_CREATED if created else Action.DEPLOYMENT_UPDATED,
+                "feed": spec.feed,
+            },
         )
         await self.kube.post_event(
             entry.body,
@@ -464,7 +468,7 @@ class Reconciler:
                 entry.name,
                 problem.reason,
                 problem.message,
-                extra={"action": "degraded"},
+                extra={"action": Action.DEGRADED},
             )
             await self.kube.post_event(
                 entry.body, type_="Warning", reason=problem.reason, message=problem.message
@@ -477,7 +481,7 @@ class Reconciler:
                 reason="Recovered",
                 message=f"recovered from {entry.warned.reason}",
             )
-            log.info("%s/%s: recovered", entry.namespace, entry.name, extra={"action": "recovered"})
+            log.info("%s/%s: recovered", entry.namespace, entry.name, extra={"action": Action.RECOVERED})
             entry.warned = None
         self._update_degraded_gauge()
         handler = spec.handler if spec is not None else None
@@ -511,7 +515,9 @@ class Reconciler:
         except asyncio.CancelledError:
             raise
         except Exception:
-            log.exception("%s/%s: reconcile failed; retrying", *key, extra={"action": "reconcile_failed"})
+            log.exception(
+                "%s/%s: reconcile failed; retrying", *key, extra={"action": Action.RECONCILE_FAILED}
+            )
 
     async def gather(self, calls: Iterable[Awaitable[None]], *, limit: int = 16) -> None:
         """Run ``calls`` at most ``limit`` at a time (a slow FeedWatcher never blocks the rest)."""

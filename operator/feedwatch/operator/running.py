@@ -15,6 +15,7 @@ import logging
 import kopf
 
 import feedwatch.operator.handlers  # noqa: F401 - registers the handlers
+from feedwatch.observability.actions import Action
 from feedwatch.observability.logging import configure
 from feedwatch.settings import OperatorSettings
 
@@ -50,7 +51,7 @@ def run(settings: OperatorSettings) -> int:
     except Exception as error:  # e.g. a startup handler failed: say why in one line, exit 1
         cause = error.__cause__ or error
         logging.getLogger("feedwatch.operator").error(  # noqa: TRY400 - kopf logged the traceback
-            "the operator stopped: %s", cause, extra={"action": "operator_failed"}
+            "the operator stopped: %s", cause, extra={"action": Action.OPERATOR_FAILED}
         )
         return 1
     return 0

@@ -29,6 +29,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge
 
+from feedwatch.observability.actions import Action
 from feedwatch.operator.autoscaling import Decision, Memory, Policy, Reading, decide
 from feedwatch.operator.backlog import BacklogReader, BacklogReadError
 from feedwatch.operator.specs import AutoscalingSpec, FeedWatcherSpec
@@ -396,14 +397,16 @@ class AutoscalingPass:
             entry.scaling = result.condition
             entry.extra_status.update(result.status_patch)
             for type_, reason, message in result.events:
-                log.info("%s/%s: %s: %s", *key, reason, message, extra={"action": "autoscaler_event"})
+                log.info("%s/%s: %s: %s", *key, reason, message, extra={"action": Action.AUTOSCALER_EVENT})
                 await self.reconciler.kube.post_event(entry.body, type_=type_, reason=reason, message=message)
             if (entry.autoscaled_replicas, entry.scaling, entry.extra_status) != before:
                 await self.reconciler.reconcile_quietly(key)  # applies the replicas, writes the status
         except asyncio.CancelledError:
             raise
         except Exception:
-            log.exception("%s/%s: autoscaling failed; retrying", *key, extra={"action": "autoscaler_failed"})
+            log.exception(
+                "%s/%s: autoscaling failed; retrying", *key, extra={"action": Action.AUTOSCALER_FAILED}
+            )
 
     async def stop(self) -> None:
         """Cancel the evaluations in flight (safe to call twice)."""
