@@ -6,7 +6,7 @@ Run it, then point the demo (or any watcher) at it::
     python examples/resume_handler.py --port 8000 --db sqlite:////tmp/demo.db
     feedwatch demo --handler http://127.0.0.1:8000/ --db sqlite:////tmp/demo.db
 
-The contract (DESIGN.md, "HTTP processor contract", compatible with gofeed):
+The contract (README.md, "The HTTP handler contract", compatible with gofeed):
 a watcher POSTs each item's data as the body, with the headers
 ``X-Feed-Name``, ``X-Feed-Partition``, ``X-Feed-Item``, ``X-Feed-Gate`` and
 ``X-Feed-Attempt``; the handler answers JSON

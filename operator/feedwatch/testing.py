@@ -4,7 +4,7 @@
   ``KopfRunner`` runs an operator: ``with WatcherRunner(...) as runner: ...``.
 - :class:`RecordingProcessor` records every call and answers with a function.
 - :func:`check_invariants` reads a feed's rows and history and returns every
-  violation of DESIGN.md's invariants; :func:`assert_invariants` raises.
+  violation of the invariants of docs/guarantees.md; :func:`assert_invariants` raises.
 """
 
 from __future__ import annotations
@@ -121,16 +121,24 @@ class WatcherRunner:
 
 
 def wait_for(
-    condition: Callable[[], Any], timeout: float = 30, interval: float = 0.05, message: str = ""
+    condition: Callable[[], Any],
+    timeout: float = 30,
+    interval: float = 0.05,
+    message: str | Callable[[], str] = "",
 ) -> Any:
-    """Poll ``condition`` until it returns something truthy, or fail after ``timeout``."""
+    """Poll ``condition`` every ``interval`` seconds until it returns something truthy, and return that.
+
+    After ``timeout`` seconds raise :class:`AssertionError` naming ``message`` (a text, or a
+    function called only then, to describe the state at the time) and the last value seen.
+    """
     deadline = time.monotonic() + timeout
     while True:
         value = condition()
         if value:
             return value
         if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout} s waiting for {message or condition}")
+            what = (message() if callable(message) else message) or condition
+            raise AssertionError(f"timed out after {timeout} s waiting for {what}; last value: {value!r}")
         time.sleep(interval)
 
 
@@ -138,7 +146,7 @@ def wait_for(
 
 
 def check_invariants(store: Store, feed: str) -> list[str]:
-    """Every violation of DESIGN.md's invariants in ``feed``, read from the database."""
+    """Every violation of the invariants (docs/guarantees.md, "Invariants") in ``feed``, from the database."""
     t = store.tables
     problems: list[str] = []
     with store.engine.connect() as conn:

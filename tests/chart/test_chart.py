@@ -26,8 +26,9 @@ import yaml
 
 from feedwatch import Feed
 from tests.conftest import MARIADB_URL, database_url
-from tests.service.helpers import free_port
-from tests.support.kubernetes import KubeEnv, wait_until
+from tests.support.kubernetes import KubeEnv
+from tests.support.ports import free_port
+from tests.support.waiting import wait_until
 
 pytestmark = [pytest.mark.chart, pytest.mark.timeout(600)]
 
@@ -283,7 +284,7 @@ def test_the_values_schema_rejects_a_wrong_type_and_an_unknown_key_and_allows_gl
     assert unknown.returncode != 0
     assert "additional properties 'instal' not allowed" in unknown.stderr, unknown.stderr
 
-    # FeedWatchers are not values of this chart (DESIGN: a CR in its CRD's release).
+    # FeedWatchers are not values of this chart (docs/helm.md: a CR in its CRD's release).
     listed = render(kube, "--set-json", 'feedWatchers=[{"name": "x"}]', check=False)
     assert listed.returncode != 0 and "additional properties 'feedWatchers' not allowed" in listed.stderr
 

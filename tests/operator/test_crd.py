@@ -24,7 +24,8 @@ from feedwatch.operator.specs import (
     HandlerSpec,
     WatcherSpec,
 )
-from tests.support.kubernetes import KubeEnv, wait_until
+from tests.support.kubernetes import KubeEnv
+from tests.support.waiting import wait_until
 from tests.unit.test_operator_specs import design_example
 
 pytestmark = pytest.mark.kubernetes
@@ -352,7 +353,7 @@ def test_the_status_subresource_keeps_the_designs_status_and_feeds_the_columns(
     )
     assert proc.returncode == 0, proc.stderr
     stored = _get(applied_crd, namespace, "resumes")
-    assert stored["status"] == status, "every DESIGN status field kept; undeclared status.kopf pruned"
+    assert stored["status"] == status, "every documented status field kept; undeclared status.kopf pruned"
     table = applied_crd.kubectl("get", "fw", "-n", namespace).stdout.splitlines()
     assert table[0].split() == ["NAME", "FEED", "REPLICAS", "READY", "BACKLOG", "STATUS", "AGE"]
     assert table[1].split()[:6] == ["resumes", "resumes", "3", "3", "42", "DeploymentAvailable"]

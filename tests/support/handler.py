@@ -1,6 +1,6 @@
 """A real HTTP handler process for the service tests.
 
-It implements DESIGN.md's "HTTP processor contract": ``POST /`` with an item's
+It implements the HTTP handler contract of README.md: ``POST /`` with an item's
 data as the body and the ``X-Feed-*`` headers; it answers the contract's JSON.
 What it does for an item is chosen by the item's data, a JSON object whose
 ``behave`` field names a behaviour (see :data:`BEHAVIOURS`); other fields tune
@@ -197,9 +197,7 @@ async def serve(port_file: Path, log: Path, host: str = "127.0.0.1") -> None:
     await runner.setup()
     site = web.TCPSite(runner, host, 0)
     await site.start()
-    server = site._server
-    assert server is not None
-    port = server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+    port = int(runner.addresses[0][1])
     tmp = port_file.with_suffix(".tmp")
     tmp.write_text(str(port))
     tmp.rename(port_file)

@@ -38,7 +38,7 @@ CRD_PATH = ROOT / "crds" / "feedwatcher.yaml"
 
 
 def design_example() -> dict[str, Any]:
-    """DESIGN.md's full FeedWatcher (with the handler; the processor is the other choice)."""
+    """The full FeedWatcher of docs/operator.md (with the handler; the processor is the other choice)."""
     return {
         "apiVersion": "feedwatch.dev/v1alpha1",
         "kind": "FeedWatcher",

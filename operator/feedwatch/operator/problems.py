@@ -5,7 +5,7 @@ conditions and ``kube.py`` into one Warning Event. Problems of the spec or of
 an object in the way are judged again only when something changes (the
 FeedWatcher, its Secrets, the object in the way); transient ones are retried
 by the background loop (Secrets at the next Secret check, the database with
-backoff). The reasons are the fixed table of DESIGN.md.
+backoff). The reasons are a fixed table (docs/operator.md, "Status and conditions").
 """
 
 from __future__ import annotations

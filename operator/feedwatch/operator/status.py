@@ -2,7 +2,8 @@
 
 Conditions follow the Kubernetes API conventions and CloudNativePG: each
 carries the generation it judged, and ``lastTransitionTime`` changes only
-when its ``status`` flips. The reasons are the fixed table of DESIGN.md:
+when its ``status`` flips. The reasons are a fixed table (docs/operator.md, "Status and
+conditions"):
 
 =============  ===================================  ==============================================
 condition      True                                 False
