@@ -3,7 +3,8 @@
 Lease expiry is judged by the database's clock, never a watcher's wall clock:
 the clock samples the database's time and then advances it with
 ``time.monotonic()``, so a skewed or jumping wall clock changes nothing.
-Tests inject a clock of their own (anything with the :class:`Clock` methods).
+``Watcher(clock=...)`` takes any other object with the :class:`Clock` methods
+(the unit tests of leasing pass a fake one that they move by hand).
 """
 
 from __future__ import annotations
