@@ -65,8 +65,9 @@ def outcome(
     rng: random.Random,
 ) -> ItemOutcome:
     """The item's next state after one processor call; never raises for what the answer holds."""
+    base = _claim_fields(partition_pk, claimed, now, failures=claimed.failures)
     try:
-        return _outcome(partition_pk, claimed, answer, settings, now, rng)
+        return _next_state(answer, base, claimed, settings, now, rng)
     except Exception as error:
         # The answer itself is the trouble (e.g. a Result subclass whose
         # attributes raise): a failure of the item, counted and retried.
@@ -118,15 +119,15 @@ def _claim_fields(partition_pk: int, claimed: Claimed, now: datetime, *, failure
     }
 
 
-def _outcome(
-    partition_pk: int,
-    claimed: Claimed,
+def _next_state(
     answer: Result | BaseException,
+    base: dict[str, Any],
+    claimed: Claimed,
     settings: FeedSettings,
     now: datetime,
     rng: random.Random,
 ) -> ItemOutcome:
-    base = _claim_fields(partition_pk, claimed, now, failures=claimed.failures)
+    """:func:`outcome`'s rule; ``base`` holds the claim's fields, and is updated (the data)."""
     if isinstance(answer, BaseException):
         return _failure(base, claimed, answer, settings, now, rng)
     try:
