@@ -25,8 +25,8 @@ from bench.harness import (
     start_watchers,
     utc_from_epoch,
     wait_for_heartbeats,
-    wait_until,
 )
+from feedwatch.testing import wait_for
 
 
 @dataclass
@@ -90,10 +90,11 @@ def run(
         victim_owner = next(o for o in db.store.live_watchers(feed.name, db.now()) if f"-{victim.pid}-" in o)
 
         def both_hold() -> bool:
+            procs.check_alive()
             owners = [o for o in db.owners(feed.name).values() if o]
             return victim_owner in owners and any(o != victim_owner for o in owners)
 
-        wait_until(both_hold, 60, what="both watchers holding partitions", watchers=procs)
+        wait_for(both_hold, timeout=60, message="both watchers holding partitions")
         time.sleep(settle)
         at = utc_from_epoch(time.time())
         started = time.monotonic()

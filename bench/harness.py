@@ -431,23 +431,6 @@ def wait_for_heartbeats(db: Database, feed: str, count: int, watchers: Watchers,
     raise TimeoutError(f"{count} watchers did not heartbeat within {timeout} s")
 
 
-def wait_until(
-    predicate: Any,
-    timeout: float,
-    interval: float = 0.05,
-    what: str = "condition",
-    watchers: Watchers | None = None,
-) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if watchers is not None:
-            watchers.check_alive()
-        if predicate():
-            return
-        time.sleep(interval)
-    raise TimeoutError(f"{what} not reached within {timeout:.0f} s")
-
-
 # -- CPU accounting --------------------------------------------------------------
 
 

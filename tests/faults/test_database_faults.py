@@ -16,6 +16,7 @@ from datetime import datetime
 import pytest
 
 from feedwatch import GateError, Store
+from feedwatch.testing import wait_for
 from tests.support.fault_checks import Expected, verify
 from tests.support.faults import (
     WATCHER_ARGS,
@@ -27,7 +28,6 @@ from tests.support.faults import (
     enqueue_workload,
     wait_drained,
     wait_progress,
-    wait_until,
 )
 
 pytestmark = [pytest.mark.faults, pytest.mark.slow]
@@ -67,16 +67,13 @@ def test_database_restarted_while_watchers_run(
     fleet.start(3)
     pids = {w.name: w.pid for w in fleet.watchers}
     for kind, crash in (("clean restart", False), ("crash + restart", True)):
-        wait_until(lambda: count_items(store, feed.name) > 30, 60, "some progress")
+        wait_for(lambda: count_items(store, feed.name) > 30, timeout=60, message="some progress")
         done = count_items(store, feed.name)
         noticed = {w.name: len(w.actions("database_unavailable")) for w in fleet.watchers}
         own_server.shutdown(crash=crash)
-        wait_until(
-            lambda seen=noticed: all(  # type: ignore[misc]
+        wait_for(lambda seen=noticed: all(  # type: ignore[misc]
                 len(w.actions("database_unavailable")) > seen[w.name] for w in fleet.watchers
-            ),
-            30, "every watcher to notice the database is gone",
-        )  # fmt: skip
+            ), timeout=30, message="every watcher to notice the database is gone")  # fmt: skip
         startup = own_server.start()
         back = time.monotonic()
         store.engine.dispose()  # the test's own pool: drop the connections of the old server
@@ -105,12 +102,12 @@ def test_database_read_only_for_a_while_watchers_wait_and_resume(
     fleet = scenario.fleet(url, feed, handler)
     fleet.start(3)
     pids = {w.name: w.pid for w in fleet.watchers}
-    wait_until(lambda: count_items(store, feed.name) > 30, 60, "some progress")
+    wait_for(lambda: count_items(store, feed.name) > 30, timeout=60, message="some progress")
     own_server.set_read_only(True)
     seconds = 6.0
     try:
         # Transactions that began before the switch may still commit: wait until none does.
-        frozen = wait_until(lambda: _steady(store, feed.name), 10, "writes to stop")
+        frozen = wait_for(lambda: _steady(store, feed.name), timeout=10, message="writes to stop")
         deadline = time.monotonic() + seconds
         while time.monotonic() < deadline:  # the fault lasts this long: nothing may be written
             assert count_items(store, feed.name) == frozen, "a write got through read-only"
@@ -139,7 +136,7 @@ def test_network_to_the_database_cut_and_black_holed_then_restored(
     fleet.start(3)
     pids = {w.name: w.pid for w in fleet.watchers}
     for kind, seconds in (("cut (connections reset, new ones refused)", 3.0), ("black hole", 5.0)):
-        wait_until(lambda: count_items(store, feed.name) > 0, 60, "some progress")
+        wait_for(lambda: count_items(store, feed.name) > 0, timeout=60, message="some progress")
         if kind.startswith("cut"):
             proxy.cut()
         else:
@@ -178,7 +175,9 @@ def test_connection_dropped_right_after_commit_is_resolved_by_the_commit_token(
     fleet = scenario.fleet(through, feed, handler)
     fleet.start(2)
     proxy.cut_after_commit(6)
-    wait_until(lambda: len(proxy.commit_cuts) == 6, 60, "six result commits to be cut after COMMIT")
+    wait_for(
+        lambda: len(proxy.commit_cuts) == 6, timeout=60, message="six result commits to be cut after COMMIT"
+    )
     wait_drained(store, feed.name, 120)
     fleet.stop_and_check()
     resolved = [

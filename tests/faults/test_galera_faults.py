@@ -25,6 +25,7 @@ from sqlalchemy import func, make_url, select, text
 
 from feedwatch import Store
 from feedwatch.store import connect
+from feedwatch.testing import wait_for
 from tests.conftest import GALERA_URL, database_url
 from tests.support.fault_checks import Expected, read, verify
 from tests.support.faults import (
@@ -36,7 +37,6 @@ from tests.support.faults import (
     count_items,
     enqueue_workload,
     wait_drained,
-    wait_until,
 )
 from tests.support.processes import ROOT
 
@@ -109,7 +109,7 @@ def commits_by(store: Store, feed: str, watcher: WatcherProcess) -> int:
 def cluster() -> Iterator[None]:
     """The whole cluster up and synced before and after the test (a node it took down restarts)."""
     database_url("galera", "sqlite://")  # migrated
-    wait_until(lambda: primary_size(0) == 3, 60, "the three Galera nodes to be synced")
+    wait_for(lambda: primary_size(0) == 3, timeout=60, message="the three Galera nodes to be synced")
     try:
         yield
     finally:
@@ -122,7 +122,11 @@ def cluster() -> Iterator[None]:
         with contextlib.suppress(OSError, ValueError):
             os.kill(node_pid(1), signal.SIGCONT)
         subprocess.run([str(ROOT / "hack" / "databases"), "up", "galera"], check=True, timeout=300)
-        wait_until(lambda: all(primary_size(n) == 3 for n in range(3)), 120, "the cluster to be whole again")
+        wait_for(
+            lambda: all(primary_size(n) == 3 for n in range(3)),
+            timeout=120,
+            message="the cluster to be whole again",
+        )
 
 
 def start_fleet(scenario: Scenario, feed_name: str, handler_url: str) -> Fleet:
@@ -135,10 +139,12 @@ def start_fleet(scenario: Scenario, feed_name: str, handler_url: str) -> Fleet:
 def wait_every_watcher_commits(store: Store, feed: str, fleet: Fleet, since: float, timeout: float) -> float:
     """Seconds from ``since`` until every watcher has committed again; fails after ``timeout``."""
     before = {w.name: commits_by(store, feed, w) for w in fleet.watchers}
-    wait_until(
+    wait_for(
         lambda: all(commits_by(store, feed, w) > before[w.name] for w in fleet.watchers),
-        timeout, "every watcher to commit again through the surviving nodes", interval=0.1,
-    )  # fmt: skip
+        timeout=timeout,
+        message="every watcher to commit again through the surviving nodes",
+        interval=0.1,
+    )
     return time.monotonic() - since
 
 
@@ -152,7 +158,7 @@ def test_a_node_killed_mid_run_its_watchers_carry_on_through_the_others(
     expected = Expected()
     enqueue_workload(feed, expected, partitions=6, items=60, last_gate=2)
     fleet = start_fleet(scenario, feed.name, handler.url)
-    wait_until(lambda: count_items(store, feed.name) > 40, 60, "some progress")
+    wait_for(lambda: count_items(store, feed.name) > 40, timeout=60, message="some progress")
     on_victim = clients_on(victim)
     using = [w for w in fleet.watchers if client_ports(w.pid) & on_victim]
     assert using, "no watcher had a connection on the node about to die: connections do not spread"
@@ -172,7 +178,7 @@ def test_a_node_killed_mid_run_its_watchers_carry_on_through_the_others(
 
     restarted = time.monotonic()
     subprocess.run([str(ROOT / "hack" / "databases"), "up", "galera"], check=True, timeout=300)
-    wait_until(lambda: primary_size(victim) == 3, 120, "the killed node to rejoin")
+    wait_for(lambda: primary_size(victim) == 3, timeout=120, message="the killed node to rejoin")
     rejoined = time.monotonic() - restarted
     recovery.record("galera: the killed node restarted", "start -> synced in the cluster", rejoined)
     fresh = connect(GALERA_URL, pool_size=3)  # a new pool spreads over the rejoined node again
@@ -201,15 +207,17 @@ def test_a_node_cut_off_alone_its_watchers_carry_on_through_the_others(
     expected = Expected()
     enqueue_workload(feed, expected, partitions=6, items=60, last_gate=2)
     fleet = start_fleet(scenario, feed.name, handler.url)
-    wait_until(lambda: count_items(store, feed.name) > 40, 60, "some progress")
+    wait_for(lambda: count_items(store, feed.name) > 40, timeout=60, message="some progress")
     assert clients_on(victim), "no connection on the node about to be cut off"
 
     conn = admin(victim)
     with conn.cursor() as cur:
         cur.execute("SET GLOBAL wsrep_provider_options = 'gmcast.isolate=1'")
     cut = time.monotonic()
-    wait_until(
-        lambda: node_status(victim).get("wsrep_cluster_status") != "Primary", 30, "the node to be alone"
+    wait_for(
+        lambda: node_status(victim).get("wsrep_cluster_status") != "Primary",
+        timeout=30,
+        message="the node to be alone",
     )
     took = wait_every_watcher_commits(store, feed.name, fleet, cut, 60)
     recovery.record(
@@ -220,7 +228,7 @@ def test_a_node_cut_off_alone_its_watchers_carry_on_through_the_others(
     with conn.cursor() as cur:
         cur.execute("SET GLOBAL wsrep_provider_options = 'gmcast.isolate=0'")
     conn.close()
-    wait_until(lambda: primary_size(victim) == 3, 120, "the node to rejoin")
+    wait_for(lambda: primary_size(victim) == 3, timeout=120, message="the node to rejoin")
     wait_drained(store, feed.name, 180)
     fleet.stop_and_check()
     verify(store, feed.name, expected, handler.calls(feed.name))

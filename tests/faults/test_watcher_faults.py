@@ -17,6 +17,7 @@ from datetime import datetime
 import pytest
 
 from feedwatch import Store
+from feedwatch.testing import wait_for
 from tests.support.fault_checks import Call, Expected, read_state, verify
 from tests.support.faults import (
     HandlerProcess,
@@ -30,7 +31,6 @@ from tests.support.faults import (
     locking_transactions,
     wait_drained,
     wait_taken_over,
-    wait_until,
 )
 
 pytestmark = [pytest.mark.faults, pytest.mark.slow]
@@ -138,7 +138,7 @@ def test_sigstop_past_the_lease_late_results_are_rejected_and_the_lease_is_lost(
     fleet.start(2)
     victim = fleet.start(1, env={"FEEDWATCH_LOG_LEVEL": "DEBUG"})[0]
     owner = victim.owner()
-    wait_until(lambda: held_by(store, feed.name, victim), 30, f"{victim.name} to lease")
+    wait_for(lambda: held_by(store, feed.name, victim), timeout=30, message=f"{victim.name} to lease")
     stop_at(victim, handler, store, holding_locks=False)
     stopped = time.monotonic()
     held = held_by(store, feed.name, victim)
@@ -148,17 +148,20 @@ def test_sigstop_past_the_lease_late_results_are_rejected_and_the_lease_is_lost(
     recovery.record(
         f"2. {database}: SIGSTOP > lease", "stop -> its partitions taken over", time.monotonic() - stopped
     )
-    wait_until(
-        lambda: committed_elsewhere(store, feed.name, in_flight, owner), 60,
-        "the stopped watcher's items in flight to be committed by the others",
-    )  # fmt: skip
+    wait_for(
+        lambda: committed_elsewhere(store, feed.name, in_flight, owner),
+        timeout=60,
+        message="the stopped watcher's items in flight to be committed by the others",
+    )
     victim.signal(signal.SIGCONT)
     resumed = time.monotonic()
-    wait_until(lambda: victim.actions("lease_lost"), 30, f"{victim.name} to log lease_lost")
+    wait_for(lambda: victim.actions("lease_lost"), timeout=30, message=f"{victim.name} to log lease_lost")
     recovery.record(
         f"2. {database}: SIGSTOP > lease", "SIGCONT -> it logs lease_lost", time.monotonic() - resumed
     )
-    rejected = wait_until(lambda: victim.actions("lost_race"), 30, "its late results to be rejected")
+    rejected = wait_for(
+        lambda: victim.actions("lost_race"), timeout=30, message="its late results to be rejected"
+    )
     wait_drained(store, feed.name, 120)
     fleet.stop_and_check()
     report = verify(store, feed.name, expected, handler.calls(feed.name))
@@ -186,7 +189,7 @@ def test_sigstop_inside_a_transaction_does_not_stall_the_other_watchers(
     enqueue_workload(feed, expected, partitions=6, items=150, last_gate=1)
     fleet = scenario.fleet(url, feed, handler)
     victim, *_ = fleet.start(3)
-    wait_until(lambda: held_by(store, feed.name, victim), 30, f"{victim.name} to lease")
+    wait_for(lambda: held_by(store, feed.name, victim), timeout=30, message=f"{victim.name} to lease")
     stop_at(victim, handler, store, holding_locks=True)
     stopped = time.monotonic()
     try:
@@ -238,26 +241,28 @@ def test_a_watcher_clock_skewed_by_tens_of_seconds_changes_nothing(
     enqueue_workload(feed, expected, partitions=6, items=40, last_gate=1)
     fleet = scenario.fleet(shared_url, feed, handler)
     normal = fleet.start(1)[0]
-    wait_until(lambda: len(held_by(store, feed.name, normal)) == 6, 30, "w1 to lease all")
+    wait_for(lambda: len(held_by(store, feed.name, normal)) == 6, timeout=30, message="w1 to lease all")
     ahead = fleet.start(1, prefix=["faketime", "-f", "+40s"])[0]
     behind = fleet.start(1, prefix=["faketime", "-f", "-40s"])[0]
     for w, skew in ((ahead, 40), (behind, -40)):
         logged = datetime.fromisoformat(w.actions("watcher_started")[0]["time"]).timestamp()
         assert abs(logged - time.time() - skew) < 15, f"{w.name}'s clock is not skewed by {skew} s"
     # The skewed watchers get partitions by balancing (hand-offs), never by taking live leases.
-    wait_until(
-        lambda: all(held_by(store, feed.name, w) for w in (normal, ahead, behind)), 30,
-        "every watcher to hold partitions",
-    )  # fmt: skip
+    wait_for(
+        lambda: all(held_by(store, feed.name, w) for w in (normal, ahead, behind)),
+        timeout=30,
+        message="every watcher to hold partitions",
+    )
     assert not [e for e in read_state(store, feed.name).history if e.event == "lease_taken"]
     assert not normal.actions("lease_lost"), "a skewed clock cost a live watcher its lease"
     held = held_by(store, feed.name, normal)
     normal.signal(signal.SIGKILL)
     killed = time.monotonic()
-    wait_until(
-        lambda: not set(held) & set(held_by(store, feed.name, normal)), 30,
-        "the skewed watchers to take over the killed watcher's partitions",
-    )  # fmt: skip
+    wait_for(
+        lambda: not set(held) & set(held_by(store, feed.name, normal)),
+        timeout=30,
+        message="the skewed watchers to take over the killed watcher's partitions",
+    )
     takeover = time.monotonic() - killed
     recovery.record(
         f"6. {database}: clock skew +-40 s", "kill of the unskewed watcher -> skewed ones take over",

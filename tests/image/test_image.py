@@ -25,9 +25,11 @@ import pytest
 
 from feedwatch import Feed
 from tests.conftest import MARIADB_URL, database_url
-from tests.service.helpers import close_stores, free_port, history, store_for
+from tests.service.helpers import close_stores, history, store_for
 from tests.support.handler import Handler
-from tests.support.kubernetes import KubeEnv, wait_until
+from tests.support.kubernetes import KubeEnv
+from tests.support.ports import free_port
+from tests.support.waiting import wait_until
 
 pytestmark = [pytest.mark.image, pytest.mark.slow, pytest.mark.timeout(1800)]
 

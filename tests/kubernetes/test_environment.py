@@ -13,7 +13,8 @@ import pytest
 from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 
-from tests.support.kubernetes import KubeEnv, wait_until
+from tests.support.kubernetes import KubeEnv
+from tests.support.waiting import wait_until
 
 pytestmark = pytest.mark.kubernetes
 
@@ -241,7 +242,7 @@ def test_a_crd_cel_validation_rule_rejects_a_violating_object_with_its_message(
         with pytest.raises(ApiException) as rejected:
             create("invalid", 5, 1)
         assert rejected.value.status == 422
-        assert message in rejected.value.body
+        assert message in str(rejected.value.body)
         with pytest.raises(ApiException):
             kube.custom_objects.get_namespaced_custom_object(group, "v1", namespace, plural, "invalid")
     finally:

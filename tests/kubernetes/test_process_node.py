@@ -17,8 +17,9 @@ from typing import Any
 
 import pytest
 
-from tests.support.kubernetes import KubeEnv, wait_until
+from tests.support.kubernetes import KubeEnv
 from tests.support.process_node import ProcessNode, process_node
+from tests.support.waiting import wait_until
 
 pytestmark = pytest.mark.kubernetes
 

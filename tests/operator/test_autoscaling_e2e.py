@@ -25,8 +25,9 @@ from tests.support.kube_operator import (
     feedwatcher,
     read_deployment,
 )
-from tests.support.kubernetes import KubeEnv, wait_until
+from tests.support.kubernetes import KubeEnv
 from tests.support.process_node import PodProcess, ProcessNode
+from tests.support.waiting import wait_until
 
 pytestmark = [pytest.mark.kubernetes, pytest.mark.slow]
 

@@ -33,8 +33,9 @@ from tests.support.kube_operator import (  # noqa: F401 - fixtures
     shared_operator,
     wait_for_condition,
 )
-from tests.support.kubernetes import KubeEnv, wait_until
+from tests.support.kubernetes import KubeEnv
 from tests.support.process_node import ProcessNode
+from tests.support.waiting import wait_until
 
 pytestmark = [pytest.mark.kubernetes, pytest.mark.slow]
 

@@ -33,7 +33,8 @@ from tests.support.kube_operator import (
     replace_secret_data,
     wait_for_condition,
 )
-from tests.support.kubernetes import KubeEnv, wait_until
+from tests.support.kubernetes import KubeEnv
+from tests.support.waiting import wait_until
 
 pytestmark = pytest.mark.kubernetes
 

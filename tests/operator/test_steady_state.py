@@ -32,7 +32,8 @@ from tests.support.kube_operator import (  # noqa: F401 - fixture
     create_feedwatcher,
     feedwatcher,
 )
-from tests.support.kubernetes import KubeEnv, wait_until
+from tests.support.kubernetes import KubeEnv
+from tests.support.waiting import wait_until
 
 pytestmark = [pytest.mark.kubernetes, pytest.mark.slow]
 

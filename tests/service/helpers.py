@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import contextlib
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -79,12 +78,6 @@ def ok(result: subprocess.CompletedProcess[str]) -> str:
         f"stdout: {result.stdout}\nstderr: {result.stderr}"
     )
     return result.stdout
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def http_get(url: str, timeout: float = 10) -> tuple[int, str]:

@@ -26,7 +26,6 @@ from feedwatch import Feed, Store
 from feedwatch.testing import assert_invariants, wait_for
 from tests.service.helpers import (
     answers,
-    free_port,
     fresh_sqlite,
     history,
     log_text,
@@ -34,6 +33,7 @@ from tests.service.helpers import (
     store_for,
 )
 from tests.support.handler import Handler
+from tests.support.ports import free_port
 from tests.support.processes import stop
 
 pytestmark = pytest.mark.service

@@ -19,7 +19,6 @@ from feedwatch.testing import assert_invariants, wait_for
 from tests.service.helpers import (
     answers,
     cli,
-    free_port,
     fresh_sqlite,
     history,
     item_counts,
@@ -30,6 +29,7 @@ from tests.service.helpers import (
     store_for,
 )
 from tests.support.handler import Handler
+from tests.support.ports import free_port
 from tests.support.processes import stop
 
 pytestmark = pytest.mark.service

@@ -25,7 +25,6 @@ from tests.service.helpers import (
     answers,
     cli,
     cli_parallel,
-    free_port,
     http_get,
     log_text,
     start_watch,
@@ -33,6 +32,7 @@ from tests.service.helpers import (
     store_for,
 )
 from tests.support.handler import Handler
+from tests.support.ports import free_port
 
 pytestmark = pytest.mark.service
 

@@ -16,13 +16,12 @@ import os
 import random
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
 import time
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -35,6 +34,7 @@ from feedwatch import Feed, Store
 from feedwatch.testing import wait_for
 from tests.support.fault_checks import Call, Expected, read, read_calls
 from tests.support.fault_proxy import TCPProxy
+from tests.support.ports import free_port
 from tests.support.processes import ROOT, start_watcher, stop, watcher_env
 
 #: Watcher flags of the fault suite: short real leases, JSON logs, small batches.
@@ -42,22 +42,6 @@ WATCHER_ARGS = (
     "--lease-duration", "2", "--poll-interval", "0.2", "--grace-period", "5",
     "--concurrency", "8", "--batch-size", "20", "--handler-timeout", "2", "--log-format", "json",
 )  # fmt: skip
-
-
-def wait_until(condition: Callable[[], Any], timeout: float, message: str, interval: float = 0.1) -> Any:
-    """Poll ``condition`` until it is truthy; fail with ``message`` after ``timeout`` seconds."""
-    return wait_for(condition, timeout=timeout, interval=interval, message=message)
-
-
-def free_port(preferred: int = 0) -> int:
-    for port in (preferred, 0):
-        with socket.socket() as s:
-            try:
-                s.bind(("127.0.0.1", port))
-            except OSError:
-                continue
-            return int(s.getsockname()[1])
-    raise AssertionError("no free port")
 
 
 # -- the handler ---------------------------------------------------------------------
@@ -78,12 +62,13 @@ class HandlerProcess:
         cmd = [sys.executable, "-m", "tests.support.handler_recording", "--log", str(self.log),
                "--port-file", str(self.port_file), "--config", json.dumps(self.config)]  # fmt: skip
         with open(self.output, "ab") as out:
-            self.proc = subprocess.Popen(cmd, cwd=ROOT, env=watcher_env(), stdout=out, stderr=out)
-        wait_until(
-            lambda: self.port_file.exists() or self.proc.poll() is not None,  # type: ignore[union-attr]
-            30, "the handler to start",
-        )  # fmt: skip
-        assert self.proc.poll() is None, f"the handler died: {self.output.read_text()[-2000:]}"
+            proc = self.proc = subprocess.Popen(cmd, cwd=ROOT, env=watcher_env(), stdout=out, stderr=out)
+        wait_for(
+            lambda: self.port_file.exists() or proc.poll() is not None,
+            timeout=30,
+            message="the handler to start",
+        )
+        assert proc.poll() is None, f"the handler died: {self.output.read_text()[-2000:]}"
         self.port = int(self.port_file.read_text())
         return self
 
@@ -120,7 +105,7 @@ class WatcherProcess:
     def pid(self) -> int:
         """The PID of the watcher itself: ``faketime`` forks it as a child of its own."""
         if self._pid is None:
-            self._pid = wait_until(self._find_pid, 30, f"the PID of {self.name}", 0.02)
+            self._pid = wait_for(self._find_pid, timeout=30, message=f"the PID of {self.name}", interval=0.02)
         return self._pid
 
     def _find_pid(self) -> int | None:
@@ -162,10 +147,11 @@ class WatcherProcess:
         return [e for e in self.entries() if e.get("action") == action]
 
     def owner(self, timeout: float = 60) -> str:
-        started = wait_until(
-            lambda: self.actions("watcher_started") or not self.alive(), timeout,
-            f"{self.name} to log watcher_started",
-        )  # fmt: skip
+        started = wait_for(
+            lambda: self.actions("watcher_started") or not self.alive(),
+            timeout=timeout,
+            message=f"{self.name} to log watcher_started",
+        )
         assert self.alive() or isinstance(started, list), self.tail()
         return str(started[0]["owner"])
 
@@ -313,28 +299,35 @@ def busy_watcher(
                 return w
         return None
 
-    return wait_until(find, timeout, "a watcher with leases and calls in flight", 0.05)  # type: ignore[no-any-return]
+    found: WatcherProcess = wait_for(
+        find, timeout=timeout, message="a watcher with leases and calls in flight", interval=0.05
+    )
+    return found
 
 
 def wait_taken_over(
     store: Store, feed: str, watcher: WatcherProcess, held: list[str], timeout: float = 60
 ) -> None:
     """Wait until none of the partitions ``held`` is owned by ``watcher`` any more."""
-    wait_until(
-        lambda: not set(held) & set(held_by(store, feed, watcher)), timeout,
-        f"the partitions {held} of {watcher.name} to be taken over",
-    )  # fmt: skip
+    wait_for(
+        lambda: not set(held) & set(held_by(store, feed, watcher)),
+        timeout=timeout,
+        message=f"the partitions {held} of {watcher.name} to be taken over",
+    )
 
 
 def wait_drained(store: Store, feed: str, timeout: float) -> float:
     """Wait until no partition of ``feed`` is open; return the seconds it took."""
     start = time.monotonic()
-    wait_until(
-        lambda: open_partitions(store, feed) == 0, timeout,
-        f"feed {feed} to drain ({open_partitions(store, feed)} partitions still open, "
-        f"{count_items(store, feed, 'available')} items available)",
+    wait_for(
+        lambda: open_partitions(store, feed) == 0,
+        timeout=timeout,
+        message=lambda: (
+            f"feed {feed} to drain ({open_partitions(store, feed)} partitions still open, "
+            f"{count_items(store, feed, 'available')} items available)"
+        ),
         interval=0.2,
-    )  # fmt: skip
+    )
     return time.monotonic() - start
 
 
@@ -343,10 +336,12 @@ def wait_progress(
 ) -> float:
     """Wait for a new committed completion; return seconds from ``since`` (a monotonic time)."""
     base = count_items(store, feed) if baseline is None else baseline
-    wait_until(
-        lambda: count_items(store, feed) > base, timeout, "a new completion to be committed",
+    wait_for(
+        lambda: count_items(store, feed) > base,
+        timeout=timeout,
+        message="a new completion to be committed",
         interval=0.05,
-    )  # fmt: skip
+    )
     return time.monotonic() - since
 
 
@@ -413,7 +408,12 @@ class MariaDBServer:
                  "--skip-log-bin", f"--log-error={self.log}"],
                 stdout=out, stderr=out,
             )  # fmt: skip
-        wait_until(self._ready, timeout, f"mariadbd to accept connections (see {self.log})", 0.2)
+        wait_for(
+            self._ready,
+            timeout=timeout,
+            message=f"mariadbd to accept connections (see {self.log})",
+            interval=0.2,
+        )
         return time.monotonic() - began
 
     def _ready(self) -> bool:
@@ -521,7 +521,12 @@ class PostgresServer:
                  "-c", "shared_buffers=64MB"],
                 stdout=out, stderr=out, user="postgres",
             )  # fmt: skip
-        wait_until(self._ready, timeout, f"postgres to accept connections (see {self.log})", 0.2)
+        wait_for(
+            self._ready,
+            timeout=timeout,
+            message=f"postgres to accept connections (see {self.log})",
+            interval=0.2,
+        )
         return time.monotonic() - began
 
     def _ready(self) -> bool:

@@ -30,7 +30,6 @@ import base64
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import urllib.request
@@ -47,8 +46,9 @@ from tests.support.kubernetes import (
     _namespace_name,
     create_namespace,
     setup_or_call_failed,
-    wait_until,
 )
+from tests.support.ports import free_port
+from tests.support.waiting import wait_until
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 CRD_PATH = REPO_ROOT / "crds" / "feedwatcher.yaml"
@@ -62,12 +62,6 @@ TEST_IMAGE = "registry.invalid/feedwatch:test"
 #: Secrets are re-read this often by the test operator (the product default is 10 s).
 TEST_SECRET_CHECK_INTERVAL = 1.0
 START_TIMEOUT = 60.0
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 class OperatorProcess:

@@ -32,11 +32,13 @@ import subprocess
 import tempfile
 import time
 import uuid
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Generator, Iterator, Mapping, Sequence
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import pytest
+
+from tests.support.waiting import wait_until
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 K8S_ENV = REPO_ROOT / "hack" / "k8s-env"
@@ -45,40 +47,9 @@ BUILD_TIMEOUT = float(os.environ.get("FEEDWATCH_K8S_BUILD_TIMEOUT", "3600"))
 START_TIMEOUT = float(os.environ.get("FEEDWATCH_K8S_START_TIMEOUT", "180"))
 DUMP_LIMIT = 30_000
 
-T = TypeVar("T")
-
 
 class KubeCommandError(AssertionError):
     """A kubectl or helm command failed."""
-
-
-def wait_until(
-    check: Callable[[], T],
-    *,
-    timeout: float = 60.0,
-    interval: float = 0.25,
-    message: str | Callable[[], str] = "condition",
-) -> T:
-    """Poll ``check`` until it returns a truthy value or ``timeout`` passes.
-
-    Exceptions raised by ``check`` count as "not yet" and are reported if the
-    deadline passes.  Returns the truthy value.
-    """
-    deadline = time.monotonic() + timeout
-    last_error: BaseException | None = None
-    last_value: Any = None
-    while True:
-        try:
-            last_value = check()
-            if last_value:
-                return last_value
-        except Exception as exc:  # retried until the deadline
-            last_error = exc
-        if time.monotonic() >= deadline:
-            text = message() if callable(message) else message
-            detail = f"; last error: {last_error!r}" if last_error else f"; last value: {last_value!r}"
-            raise AssertionError(f"timed out after {timeout:.0f}s waiting for {text}{detail}")
-        time.sleep(interval)
 
 
 def _tail(path: Path, lines: int = 40) -> str:
@@ -234,7 +205,8 @@ def _load_env(env_dir: Path, owned: bool) -> KubeEnv:
     from kubernetes import config as kconfig
 
     info = json.loads((env_dir / "env.json").read_text())
-    api_client = kconfig.new_client_from_config(config_file=info["kubeconfig"])
+    # The kubernetes client has no type hints.
+    api_client = kconfig.new_client_from_config(config_file=info["kubeconfig"])  # type: ignore[no-untyped-call]
     return KubeEnv(
         dir=env_dir,
         kubeconfig=Path(info["kubeconfig"]),
@@ -261,7 +233,9 @@ def pytest_configure(config: pytest.Config) -> None:
 
 
 @pytest.hookimpl(wrapper=True, tryfirst=True)
-def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Iterator[Any]:
+def pytest_runtest_makereport(
+    item: pytest.Item, call: pytest.CallInfo[None]
+) -> Generator[None, pytest.TestReport, pytest.TestReport]:
     report = yield
     # item.rep_setup / item.rep_call / item.rep_teardown, read by fixtures
     setattr(item, f"rep_{report.when}", report)

@@ -47,7 +47,6 @@ import dataclasses
 import os
 import re
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -56,7 +55,9 @@ from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
-from tests.support.kubernetes import KubeEnv, wait_until
+from tests.support.kubernetes import KubeEnv
+from tests.support.ports import free_port
+from tests.support.waiting import wait_until
 
 ROOT = Path(__file__).resolve().parents[2]
 ENTRYPOINT = [sys.executable, "-m", "feedwatch"]
@@ -66,12 +67,6 @@ RESTART_BACKOFF = (0.5, 10.0)  # first delay, cap (s)
 
 class EnvResolutionError(Exception):
     """A container's env names something that does not exist (CreateContainerConfigError)."""
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 _VAR_REF = re.compile(r"\$\$|\$\(([A-Za-z_][A-Za-z0-9_.-]*)\)")
