@@ -13,6 +13,7 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -41,8 +42,8 @@ def run_bench(results: Path, *args: str) -> str:
     return proc.stdout
 
 
-def read_results(results: Path) -> dict:
-    data = json.loads((results / "results.json").read_text())
+def read_results(results: Path) -> dict[str, Any]:
+    data: dict[str, Any] = json.loads((results / "results.json").read_text())
     assert data["errors"] == []
     return data
 

@@ -7,6 +7,7 @@ import signal
 import time
 from collections import Counter
 from pathlib import Path
+from typing import Any
 
 import pytest
 from sqlalchemy import func, select
@@ -18,7 +19,7 @@ from tests.support.processes import start_watcher, stop
 pytestmark = [pytest.mark.engine, pytest.mark.slow]
 
 
-def calls(path: Path) -> list[dict]:
+def calls(path: Path) -> list[dict[str, Any]]:
     if not path.exists():
         return []
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]

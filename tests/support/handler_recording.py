@@ -145,11 +145,15 @@ def reset(request: web.Request) -> None:
     transport.abort()
 
 
+async def health(_: web.Request) -> web.Response:
+    return web.Response(text="ok")
+
+
 async def main(args: argparse.Namespace) -> None:
     recorder = Recorder(Path(args.log), json.loads(args.config))
     app = web.Application()
     app.router.add_post("/", recorder.handle)
-    app.router.add_get("/_health", lambda _: web.Response(text="ok"))
+    app.router.add_get("/_health", health)
     runner = web.AppRunner(app, access_log=None, handler_cancellation=False)
     await runner.setup()
     site = web.TCPSite(runner, "127.0.0.1", args.port, backlog=512)
