@@ -22,7 +22,7 @@ k8s: ## build (or reuse) kube-apiserver, controller-manager, scheduler, kwok, he
 .PHONY: lint
 lint: ## ruff, mypy (strict), import-linter, hadolint
 	ruff check .
-	ruff format --check operator
+	ruff format --check operator tests bench
 	mypy
 	lint-imports
 	hadolint Dockerfile
