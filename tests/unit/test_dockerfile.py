@@ -141,6 +141,7 @@ def test_the_constraints_say_how_they_are_generated() -> None:
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(120)  # pip builds a wheel: about 6 s, more on a busy machine
 def test_the_build_stage_makes_a_wheel_with_the_package_data_and_the_entry_point(tmp_path: Path) -> None:
     context = tmp_path / "src"  # only what the COPY steps copy
     (context / "requirements").mkdir(parents=True)
