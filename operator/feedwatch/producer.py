@@ -14,7 +14,7 @@ from typing import Any
 from feedwatch.errors import ConfigurationError, FeedwatchError, PayloadError
 from feedwatch.settings import FeedSettings
 from feedwatch.store import Store
-from feedwatch.store.producing import EnqueueResult, NewItem
+from feedwatch.store.enqueueing import EnqueueResult, NewItem
 from feedwatch.store.records import HistoryRow, ItemRow, PartitionRow, PartitionSummary
 
 JSON = "application/json"

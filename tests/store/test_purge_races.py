@@ -22,7 +22,7 @@ import pytest
 from sqlalchemy import event, text, update
 
 from feedwatch import Feed, Store
-from feedwatch.store.producing import EnqueueResult
+from feedwatch.store.enqueueing import EnqueueResult
 from feedwatch.testing import wait_for
 from tests.conftest import ALL_DATABASES, database_url
 

@@ -50,6 +50,8 @@ log = logging.getLogger("feedwatch.store")
 
 #: Errors and messages kept on rows are cut to this many characters.
 MESSAGE_LIMIT = 2000
+#: Rows per statement in bulk reads and writes (bounded statement size).
+CHUNK = 1000
 
 
 def bounded(message: str | None) -> str | None:
@@ -187,8 +189,8 @@ class StoreBase:
         won: set[int] = set()
         if not rows:
             return won
-        for start in range(0, len(rows), 1000):
-            chunk = rows[start : start + 1000]
+        for start in range(0, len(rows), CHUNK):
+            chunk = rows[start : start + CHUNK]
             sql = self._update_sql(
                 table.name, tuple(assignments), tuple(columns), len(chunk), tuple(casts.items())
             )

@@ -6,13 +6,24 @@ from sqlalchemy.engine import Engine
 
 from feedwatch.store.backlog import BacklogQueries
 from feedwatch.store.connection import connect
+from feedwatch.store.enqueueing import EnqueueQueries
+from feedwatch.store.feeds import FeedQueries
 from feedwatch.store.leases import LeaseQueries
 from feedwatch.store.migrating import check_schema
 from feedwatch.store.processing import ProcessingQueries
-from feedwatch.store.producing import ProducingQueries
+from feedwatch.store.reading import ReadingQueries
+from feedwatch.store.steering import SteeringQueries
 
 
-class Store(LeaseQueries, ProcessingQueries, ProducingQueries, BacklogQueries):
+class Store(
+    FeedQueries,
+    EnqueueQueries,
+    LeaseQueries,
+    ProcessingQueries,
+    ReadingQueries,
+    SteeringQueries,
+    BacklogQueries,
+):
     """All SQL of feedwatch, behind methods named by intent."""
 
     @classmethod

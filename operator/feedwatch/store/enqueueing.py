@@ -1,0 +1,183 @@
+"""Enqueueing: the producer's one write, adding items to a partition.
+
+It has a module of its own because it is the only write that runs against the
+engine rather than for it: it must never cost an owner its lease (it bumps
+the partition's version, which fences checkpoint decisions, not leases), it
+must be idempotent per item id and payload, and it may reopen a complete
+partition that purge is about to delete (see :meth:`SteeringQueries.purge`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Sequence
+from datetime import datetime
+
+from sqlalchemy import bindparam, insert, select, update
+from sqlalchemy.engine import Connection
+from sqlalchemy.exc import IntegrityError
+
+from feedwatch.errors import ConflictError, GateError
+from feedwatch.store.base import CHUNK, StoreBase, new_token
+
+
+@dataclasses.dataclass(frozen=True)
+class NewItem:
+    """An item to enqueue, already validated and encoded."""
+
+    id: str
+    data: bytes | None
+    content_type: str
+    input_hash: str
+
+
+@dataclasses.dataclass(frozen=True)
+class EnqueueResult:
+    partition_pk: int
+    created_partition: bool
+    added: int
+    unchanged: int
+    gate: int
+    reopened: bool
+
+
+class EnqueueQueries(StoreBase):
+    """Adding items to partitions (created on first use)."""
+
+    def enqueue(
+        self,
+        feed: str,
+        partition: str,
+        items: Sequence[NewItem],
+        gate: int | None,
+        due: datetime,
+        now: datetime,
+        history: bool,
+    ) -> EnqueueResult:
+        """Add items to a partition (created if new) in one transaction.
+
+        Same id and payload: a no-op. Same id, other payload: :class:`ConflictError`
+        naming the ids, and nothing is written. Producers bump the partition's
+        version, which fences the owner's checkpoint decisions, never its lease.
+        """
+        p, i = self.tables.partitions, self.tables.items
+
+        def work(conn: Connection) -> EnqueueResult:
+            row = conn.execute(
+                select(p.c.pk, p.c.gate, p.c.version, p.c.status, p.c.ready_at)
+                .where(p.c.feed == feed, p.c.id == partition)
+                .with_for_update()
+            ).first()
+            created = row is None
+            if row is None:
+                pk = conn.execute(
+                    insert(p).values(
+                        feed=feed,
+                        id=partition,
+                        status="available",
+                        gate=gate or 0,
+                        version=0,
+                        ready_at=due,
+                        lease_epoch=0,
+                        created_at=now,
+                        updated_at=now,
+                    )
+                ).inserted_primary_key
+                row = conn.execute(
+                    select(p.c.pk, p.c.gate, p.c.version, p.c.status, p.c.ready_at).where(p.c.pk == pk[0])  # type: ignore[index]
+                ).one()
+            target = row.gate if gate is None else gate
+            if target < row.gate:
+                raise GateError(
+                    f"cannot enqueue into partition {partition!r} at gate {target}: it is at gate "
+                    f"{row.gate} and would never process them; enqueue at gate >= {row.gate}"
+                )
+            existing: dict[str, str] = {}
+            ids = [it.id for it in items]
+            for start in range(0, 0 if created else len(ids), CHUNK):
+                existing.update(
+                    conn.execute(
+                        select(i.c.id, i.c.input_hash).where(
+                            i.c.partition_pk == row.pk,
+                            i.c.id.in_(bindparam("ids", expanding=True)),
+                        ),
+                        {"ids": ids[start : start + CHUNK]},
+                    ).all()
+                )
+            conflicts = [it.id for it in items if it.id in existing and existing[it.id] != it.input_hash]
+            if conflicts:
+                shown = ", ".join(repr(c) for c in conflicts[:10])
+                raise ConflictError(
+                    f"partition {partition!r} already has item(s) {shown}"
+                    f"{' and more' if len(conflicts) > 10 else ''} with a different payload; "
+                    "use new ids, or delete the partition first"
+                )
+            new = [it for it in items if it.id not in existing]
+            for start in range(0, len(new), CHUNK):
+                conn.execute(
+                    insert(i),
+                    [
+                        {
+                            "partition_pk": row.pk,
+                            "id": it.id,
+                            "status": "available",
+                            "gate": target,
+                            "version": 0,
+                            "data": it.data,
+                            "content_type": it.content_type,
+                            "input_hash": it.input_hash,
+                            "attempts": 0,
+                            "failures": 0,
+                            "polls": 0,
+                            "unanswered": 0,
+                            "next_attempt_at": due,
+                            "created_at": now,
+                            "updated_at": now,
+                        }
+                        for it in new[start : start + CHUNK]
+                    ],
+                )
+            reopened = False
+            if new or created:
+                status = row.status
+                if status == "complete":
+                    status, reopened = "available", True
+                ready = row.ready_at
+                if status == "available":
+                    ready = due if ready is None else min(ready, due)
+                conn.execute(
+                    update(p)
+                    .where(p.c.pk == row.pk, p.c.version == row.version)
+                    .values(
+                        version=p.c.version + 1,
+                        status=status,
+                        ready_at=ready,
+                        updated_at=now,
+                        token=new_token(),
+                        **({"error": None} if reopened else {}),
+                    )
+                )
+                if history:
+                    conn.execute(
+                        insert(self.tables.history).values(
+                            feed=feed,
+                            partition_pk=row.pk,
+                            event="enqueued",
+                            from_version=row.version,
+                            from_status=None if created else row.status,
+                            to_status=status,
+                            gate=target,
+                            message=f"{len(new)} item(s) at gate {target}",
+                            at=now,
+                        )
+                    )
+            return EnqueueResult(row.pk, created, len(new), len(items) - len(new), target, reopened)
+
+        for attempt in range(3):
+            try:
+                return self.transaction(work)
+            except IntegrityError:
+                # Another producer created the same partition or item at the same moment.
+                if attempt == 2:
+                    raise
+        raise AssertionError("unreachable")
