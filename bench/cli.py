@@ -4,6 +4,7 @@
     python -m bench --quick              # smaller sizes, 1 repeat
     python -m bench --scenarios 1,3 --databases mariadb --repeat 5
     python -m bench --baseline old.json  # adds a "before" column (e.g. before an engine change)
+    python -m bench --scenarios 1,peers  # feedwatch next to other task queues (docs/benchmarks.md, Peers)
 
 Results go to ``bench/results/`` (``report.md``, ``benchmarks.png``,
 ``results.json``, ``profiles/``); the previous ``results.json`` is kept as
@@ -41,6 +42,8 @@ from bench.harness import (
     watcher_env,
     workdir,
 )
+from bench.peers import runner as peer_runner
+from bench.peers import scenario as peers
 from bench.report import Report
 
 SCENARIOS = {
@@ -51,6 +54,7 @@ SCENARIOS = {
     "5": "scale",
     "6": "autoscaler: backlog query, operator connections",
     "7": "operator: 200 FeedWatchers created at once",
+    "peers": "the same fan-out/fan-in on other task queues",
 }
 
 
@@ -175,7 +179,22 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="python -m bench", description="feedwatch benchmarks (issue 6)")
     p.add_argument("--quick", action="store_true", help="smaller sizes, one repeat (same as --size quick)")
     p.add_argument("--size", choices=sorted(SIZES), default=None, help="workload sizes (default full)")
-    p.add_argument("--scenarios", default="1,2,3,4,5,6,7", help="comma-separated: 1,...,7 (default all)")
+    p.add_argument(
+        "--scenarios",
+        default=None,
+        help="comma-separated: 1,...,7,peers (default all; at --size tiny all but peers)",
+    )
+    p.add_argument(
+        "--peers",
+        default=None,
+        help=f"comma-separated peers of the peers scenario (default all: {','.join(peer_runner.PEERS)})",
+    )
+    p.add_argument(
+        "--peer-timeout",
+        type=float,
+        default=peers.TIMEOUT,
+        help=f"seconds one peer run may take before it is killed (default {peers.TIMEOUT:g})",
+    )
     p.add_argument(
         "--databases", default=",".join(DATABASES), help="comma-separated: sqlite,mariadb,postgresql"
     )
@@ -220,8 +239,11 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     size = SIZES[args.size or ("quick" if args.quick else "full")]
     repeat = args.repeat or size.repeat
-    scenarios = [s.strip() for s in args.scenarios.split(",") if s.strip()]
+    default = [s for s in SCENARIOS if s != "peers" or size.name != "tiny"]
+    scenarios = [s.strip() for s in args.scenarios.split(",") if s.strip()] if args.scenarios else default
     unknown = set(scenarios) - set(SCENARIOS)
+    if args.peers:
+        unknown |= {p.strip() for p in args.peers.split(",")} - set(peer_runner.PEERS)
     names = [d.strip() for d in args.databases.split(",") if d.strip()]
     if unknown or set(names) - set(DATABASES):
         print(
@@ -305,7 +327,8 @@ def run_scenario(ctx: Context, scenario: str, db: Database) -> None:
     print(f"\n== scenario {scenario} ({SCENARIOS[scenario]}) on {db.label}", flush=True)
     try:
         scenarios = {"1": scenario_1, "2": scenario_2, "3": scenario_3, "4": scenario_4, "5": scenario_5}
-        {**scenarios, "6": autoscaling.scenario_6, "7": operator_scale.scenario}[scenario](ctx, db)
+        more = {"6": autoscaling.scenario_6, "7": operator_scale.scenario, "peers": peers.scenario}
+        {**scenarios, **more}[scenario](ctx, db)
     except Exception as error:
         message = f"scenario {scenario} on {db.label} failed: {type(error).__name__}: {error}"
         print("  " + message, file=sys.stderr)

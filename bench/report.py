@@ -41,6 +41,8 @@ class Report:
     scale_curve: dict[int, list[float]] = field(default_factory=dict)
     lease_cycles: dict[str, list[Any]] = field(default_factory=dict)
     profiles: dict[str, tuple[Any, str]] = field(default_factory=dict)
+    # database label -> (feedwatch's item-gates/s and fan-in median, or None; the peers' Outcomes)
+    peers: dict[str, tuple[tuple[float, float] | None, list[Any]]] = field(default_factory=dict)
     errors: list[str] = field(default_factory=list)
     stuck: list[tuple[str, str, str]] = field(default_factory=list)  # run, reason, diagnostics
     baseline: dict[tuple[str, str, str, str], float] = field(default_factory=dict)
@@ -118,6 +120,11 @@ class Report:
             f"default watchers: {self.defaults.describe()}",
             f"failover watchers: {self.failover.describe()}",
             "scenario 1-3 and 5 use 2 watcher processes unless stated; history on and off as listed",
+            *(
+                ["peers: one run each on the scenario 1 workload, settings in the Peers section"]
+                if "peers" in self.scenarios
+                else []
+            ),
         ]
 
     def header(self) -> str:
@@ -132,7 +139,7 @@ class Report:
             if not f.values:
                 continue
             row = [
-                f"S{f.scenario}",
+                f"S{f.scenario}" if f.scenario.isdigit() else f.scenario,
                 f.database,
                 f.variant,
                 f.metric,
@@ -164,6 +171,9 @@ class Report:
             for r in self.cpu_rows:
                 parts = [f"{g} {r.cores[g]:.2f} ({r.per_item_us[g]:,.0f} µs)" for g in r.cores]
                 out.append(f"  S{r.scenario} {r.database}, {r.variant}: " + ", ".join(parts))
+        if self.peers:
+            out += ["", "Peers (the same workload on other task queues; one run each):"]
+            out += ["  " + line for line in peers_text(self.peers)]
         if self.stuck:
             out += ["", f"{len(self.stuck)} run(s) never finished (engine stuck; see report.md):"]
             out += [f"  {what}: {reason}" for what, reason, _ in self.stuck]
@@ -290,6 +300,8 @@ class Report:
                 if run.counts:
                     md += self._counts_table(run)
                 md += ["```", summary, "```", ""]
+        if self.peers:
+            md += ["", "## Peers", "", *peers_markdown(self.peers)]
         if self.stuck:
             md += ["", "## Runs that never finished", "",
                    f"{len(self.stuck)} run(s) stopped making progress (no item result for "
@@ -448,3 +460,67 @@ class Report:
         fig.tight_layout()
         fig.savefig(path, dpi=110)
         plt.close(fig)
+
+
+# -- peers ------------------------------------------------------------------------------
+
+
+def _peer_cells(feedwatch: tuple[float, float] | None, o: Any) -> tuple[str, str, str, str]:
+    """Shape, tasks/s, fan-in median and feedwatch / peer of one peer outcome."""
+    shape = "fan-out/fan-in" if o.fanin else "independent jobs (no fan-in)"
+    if o.error:
+        return shape, f"failed: {o.error}", "", ""
+    fanin = f"{o.fanin_median:.3f} s" if o.fanin else "-"
+    ratio = f"{feedwatch[0] / o.rate:.1f}x" if feedwatch and o.rate > 0 else ""
+    return shape, f"{fmt(o.rate)} tasks/s", fanin, ratio
+
+
+def _feedwatch_cells(feedwatch: tuple[float, float] | None) -> str:
+    if feedwatch is None:
+        return "feedwatch: no figure (its scenario 1 run failed)"
+    return (
+        f"feedwatch (tuned, history on): {fmt(feedwatch[0])} item-gates/s, fan-in median {feedwatch[1]:.3f} s"
+    )
+
+
+def peers_text(peers: dict[str, tuple[tuple[float, float] | None, list[Any]]]) -> list[str]:
+    """The peers' lines of the printed table."""
+    out = []
+    for label, (feedwatch, outcomes) in peers.items():
+        out.append(f"{label}: {_feedwatch_cells(feedwatch)}")
+        for o in outcomes:
+            shape, rate, fanin, ratio = _peer_cells(feedwatch, o)
+            extra = (f", fan-in median {fanin}" if fanin and fanin != "-" else "") + (
+                f", feedwatch / {o.peer} {ratio}" if ratio else ""
+            )
+            out.append(f"  {o.peer} ({shape}): {rate}{extra}")
+    return out
+
+
+def peers_markdown(peers: dict[str, tuple[tuple[float, float] | None, list[Any]]]) -> list[str]:
+    """The report's Peers section: per database, feedwatch and every peer, with the settings used."""
+    md = [
+        "The scenario 1 workload (100 partitions x 100 items, a fan-in per partition) on other task "
+        "queues, each on a fresh database of the same server (or a SQLite file on the same disk), one "
+        "run each. Tasks/s counts processor calls over the whole workload (items and fan-in tasks; "
+        "feedwatch's item-gates are its processor calls). Fan-in latency: a partition's last item "
+        "finished -> its fan-in task started.",
+        "",
+    ]
+    for label, (feedwatch, outcomes) in peers.items():
+        md += [f"### {label}", "", _feedwatch_cells(feedwatch), ""]
+        md += [
+            "| peer | shape | tasks/s | fan-in median | feedwatch / peer | settings |",
+            "|---|---|---|---|---|---|",
+        ]
+        for o in outcomes:
+            shape, rate, fanin, ratio = _peer_cells(feedwatch, o)
+            md.append(f"| {o.peer} | {shape} | {rate} | {fanin} | {ratio} | {o.settings} |")
+        for fanin_shape, name in ((True, "fan-in peer"), (False, "independent-jobs peer")):
+            done = [o for o in outcomes if o.fanin is fanin_shape and not o.error]
+            if feedwatch and done:
+                best = max(done, key=lambda o: o.rate)
+                md.append("")
+                md.append(f"feedwatch / best {name} ({best.peer}): **{feedwatch[0] / best.rate:.1f}x**")
+        md.append("")
+    return md
