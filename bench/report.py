@@ -7,6 +7,7 @@ import os
 import statistics
 import sys
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -483,7 +484,7 @@ def _feedwatch_cells(feedwatch: tuple[float, float] | None) -> str:
     )
 
 
-def peers_text(peers: dict[str, tuple[tuple[float, float] | None, list[Any]]]) -> list[str]:
+def peers_text(peers: Mapping[str, tuple[tuple[float, float] | None, list[Any]]]) -> list[str]:
     """The peers' lines of the printed table."""
     out = []
     for label, (feedwatch, outcomes) in peers.items():
@@ -497,7 +498,7 @@ def peers_text(peers: dict[str, tuple[tuple[float, float] | None, list[Any]]]) -
     return out
 
 
-def peers_markdown(peers: dict[str, tuple[tuple[float, float] | None, list[Any]]]) -> list[str]:
+def peers_markdown(peers: Mapping[str, tuple[tuple[float, float] | None, list[Any]]]) -> list[str]:
     """The report's Peers section: per database, feedwatch and every peer, with the settings used."""
     md = [
         "The scenario 1 workload (100 partitions x 100 items, a fan-in per partition) on other task "
