@@ -54,13 +54,6 @@ class PayloadError(EnqueueError):
     """An item's data is not bytes or JSON-serialisable, or is too large."""
 
 
-class LostRaceError(FeedwatchError):
-    """A versioned write touched no row: another writer changed it first.
-
-    The engine discards the write and re-reads; it never retries it blindly.
-    """
-
-
 class ProcessingError(FeedwatchError):
     """A processor failed on an item."""
 

@@ -35,8 +35,6 @@ from feedwatch.store.connection import cluster_nodes
 from feedwatch.store.dialects import SUPPORTED
 from feedwatch.store.migrating import check_schema, migrate
 
-#: Backends the watcher pods can share; SQLite is a file on one machine.
-SHARED_BACKENDS = ("mysql", "mariadb", "postgresql")
 MIGRATE_LOCK_TIMEOUT = 60.0  # s: another process migrating the same database
 PROBE_TIMEOUT = 5.0  # s: to connect and, for MySQL, to hear the server's greeting
 

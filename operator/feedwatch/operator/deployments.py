@@ -17,14 +17,13 @@ import json
 from collections.abc import Mapping
 from typing import Any
 
-from feedwatch.operator.specs import FeedWatcherSpec
+from feedwatch.operator.specs import NAME_LABEL, FeedWatcherSpec
 from feedwatch.settings import env_name
 
 API_VERSION = "feedwatch.dev/v1alpha1"
 KIND = "FeedWatcher"
 FIELD_MANAGER = "feedwatch-operator"
 MANAGED_BY = "feedwatch-operator"
-NAME_LABEL = "feedwatch.dev/feedwatcher"
 MANAGED_BY_LABEL = "app.kubernetes.io/managed-by"
 CHECKSUM_ANNOTATION = "feedwatch.dev/secrets-checksum"
 #: On the Deployment: a hash of the manifest last applied, so a changed spec is seen
@@ -46,11 +45,6 @@ def labels(name: str) -> dict[str, str]:
         MANAGED_BY_LABEL: MANAGED_BY,
         NAME_LABEL: name,
     }
-
-
-def selector(name: str) -> str:
-    """The label selector of the pods (``status.selector``, the scale subresource's)."""
-    return f"{NAME_LABEL}={name}"
 
 
 def secrets_checksum(versions: Mapping[str, tuple[str, str]]) -> str:

@@ -47,10 +47,6 @@ class Problem:
     message: str
 
     @property
-    def transient(self) -> bool:
-        return self.reason in TRANSIENT
-
-    @property
     def blocks_deployment(self) -> bool:
         return self.reason in BLOCKING
 

@@ -37,6 +37,8 @@ LogFormat = Literal["text", "json"]
 
 #: The longest feed name the store accepts (``feedwatch.producer``'s id limit).
 MAX_FEED_NAME = 200
+#: The label on a FeedWatcher's Deployment and pods naming it (also ``status.selector``).
+NAME_LABEL = "feedwatch.dev/feedwatcher"
 #: The keys of ``spec.podTemplate.spec`` merged into the watcher pods' spec.
 POD_SPEC_FIELDS = (
     "serviceAccountName",

@@ -26,12 +26,12 @@ from datetime import datetime
 from typing import Any
 
 from feedwatch.operator.problems import Problem
+from feedwatch.operator.specs import NAME_LABEL
 
 READY = "Ready"
 PROGRESSING = "Progressing"
 DEGRADED = "Degraded"
 SCALING_ACTIVE = "ScalingActive"
-CONDITION_ORDER = (READY, PROGRESSING, DEGRADED, SCALING_ACTIVE)
 
 
 @dataclass(frozen=True)
@@ -153,7 +153,7 @@ def desired_status(seen: Observed, current: Mapping[str, Any], now: datetime) ->
     return {
         "observedGeneration": seen.generation,
         "feed": seen.feed,
-        "selector": f"feedwatch.dev/feedwatcher={seen.name}",
+        "selector": f"{NAME_LABEL}={seen.name}",
         "replicas": int(live.get("replicas") or 0),
         "readyReplicas": int(live.get("readyReplicas") or 0),
         "conditions": conditions,
