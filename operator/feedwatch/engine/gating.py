@@ -100,13 +100,13 @@ class Checkpointer:
 
     async def checkpoint(self, lease: Lease) -> bool:
         """Evaluate the lease's partition; return True if it has work to claim now."""
-        s, clock, leases = self._feed_settings(), self._clock, self._leases
+        s = self._feed_settings()
         decision: CheckpointDecision = await self._run(
             self._store.evaluate_checkpoint,
             self._feed,
             self._owner,
             lease.pk,
-            clock.now(),
+            self._clock.now(),
             auto_close=s.auto_close,
             manual_checkpoint=s.manual_checkpoint,
             failure_policy=s.failure_policy,
@@ -114,6 +114,11 @@ class Checkpointer:
             hold_for=self._hold_for,
             rule=next_step,
         )
+        return await self.follow(lease, decision)
+
+    async def follow(self, lease: Lease, decision: CheckpointDecision) -> bool:
+        """Act on a decision the store wrote (or found nothing to write for); True if work is due now."""
+        s, clock, leases = self._feed_settings(), self._clock, self._leases
         mono = clock.monotonic()
         if decision.action in ("work", "held"):
             leases.follow_gate(lease, decision.gate)
