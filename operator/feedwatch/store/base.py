@@ -11,13 +11,13 @@ import time
 import uuid
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
-from typing import Any, NamedTuple, TypeVar
+from typing import Any, NamedTuple, Required, TypedDict, TypeVar
 
-from sqlalchemy import Table, event, text
+from sqlalchemy import Row, Table, event, select, text
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import DBAPIError, IntegrityError
 
-from feedwatch.errors import DatabaseUnavailableError
+from feedwatch.errors import DatabaseUnavailableError, PartitionNotFoundError
 from feedwatch.store import dialects, schema
 from feedwatch.store.connection import redact, statements
 
@@ -37,6 +37,21 @@ _HISTORY_TYPES = dict(
         strict=True,
     )
 )  # fmt: skip
+
+
+class HistoryEvent(TypedDict, total=False):
+    """One history row as its writer states it (see :meth:`StoreBase.write_history`)."""
+
+    event: Required[str]
+    partition_pk: int | None
+    item_pk: int | None
+    from_version: int
+    from_status: str | None
+    to_status: str
+    gate: int
+    attempt: int | None
+    owner: str | None
+    message: str | None
 
 
 class Positional(NamedTuple):
@@ -63,6 +78,10 @@ def bounded(message: str | None) -> str | None:
 
 def new_token() -> str:
     return uuid.uuid4().hex
+
+
+def partition_not_found(feed: str, partition: str) -> PartitionNotFoundError:
+    return PartitionNotFoundError(f"partition {partition!r} does not exist in feed {feed!r}")
 
 
 class StoreBase:
@@ -168,6 +187,64 @@ class StoreBase:
                 raise
         raise AssertionError("unreachable")
 
+    # -- partitions -------------------------------------------------------
+
+    def lock_partition(self, conn: Connection, feed: str, partition: str, *columns: Any) -> Row[Any]:
+        """The partition's ``columns``, its row locked until the transaction ends.
+
+        ``SELECT ... FOR UPDATE`` on MariaDB and PostgreSQL; SQLite ignores the
+        clause, and its write transaction (``BEGIN IMMEDIATE``) already keeps
+        every other writer out. Raises :class:`PartitionNotFoundError` if the
+        feed has no such partition.
+        """
+        p = self.tables.partitions
+        row = conn.execute(
+            select(*columns).where(p.c.feed == feed, p.c.id == partition).with_for_update()
+        ).first()
+        if row is None:
+            raise partition_not_found(feed, partition)
+        return row
+
+    # -- history ----------------------------------------------------------
+
+    def write_history(
+        self,
+        conn: Connection,
+        feed: str,
+        events: Sequence[HistoryEvent],
+        *,
+        at: datetime,
+        owner: str | None = None,
+        partition_pk: int | None = None,
+    ) -> None:
+        """Write history rows: every row of feedwatch's history goes through here.
+
+        Each event gets the feed and the time ``at``; ``owner`` and
+        ``partition_pk`` are the defaults of events that do not name their
+        own. The rows go in multi-row INSERTs of up to 500 rows (PostgreSQL:
+        one array per column), in the order given.
+        """
+        if not events:
+            return
+        rows = [{"feed": feed, "at": at, "owner": owner, "partition_pk": partition_pk, **e} for e in events]
+        name = self.tables.history.name
+        if self.dialect == "postgresql":
+            arrays = ", ".join(f"CAST(:{c} AS {t}[])" for c, t in _HISTORY_TYPES.items())
+            statement = self.positional(
+                f"INSERT INTO {name} ({', '.join(_HISTORY_COLUMNS)}) SELECT * FROM unnest({arrays})"
+            )
+            self.run(conn, statement, {c: [row.get(c) for row in rows] for c in _HISTORY_COLUMNS})
+            return
+        for start in range(0, len(rows), 500):
+            chunk = rows[start : start + 500]
+            statement = self._history_sql(name, len(chunk))
+            params: dict[str, Any] = {}
+            for n, row in enumerate(chunk):
+                for column in _HISTORY_COLUMNS:
+                    value = row.get(column)
+                    params[f"{column}_{n}"] = self.ts(value) if isinstance(value, datetime) else value
+            self.run(conn, statement, params)
+
     # -- multi-row writes -------------------------------------------------
 
     def write_rows(
@@ -250,26 +327,6 @@ class StoreBase:
         params: dict[str, Any] = {f"k{n}": pk for n, pk in enumerate(pks)}
         params["token"] = token
         return {row[0] for row in self.run(conn, statement, params)}
-
-    def insert_history(self, conn: Connection, rows: Sequence[dict[str, Any]]) -> None:
-        """History rows in multi-row INSERTs of up to 500 rows (PostgreSQL: one array per column)."""
-        name = self.tables.history.name
-        if self.dialect == "postgresql":
-            arrays = ", ".join(f"CAST(:{c} AS {t}[])" for c, t in _HISTORY_TYPES.items())
-            statement = self.positional(
-                f"INSERT INTO {name} ({', '.join(_HISTORY_COLUMNS)}) SELECT * FROM unnest({arrays})"
-            )
-            self.run(conn, statement, {c: [row.get(c) for row in rows] for c in _HISTORY_COLUMNS})
-            return
-        for start in range(0, len(rows), 500):
-            chunk = rows[start : start + 500]
-            statement = self._history_sql(name, len(chunk))
-            params: dict[str, Any] = {}
-            for n, row in enumerate(chunk):
-                for column in _HISTORY_COLUMNS:
-                    value = row.get(column)
-                    params[f"{column}_{n}"] = self.ts(value) if isinstance(value, datetime) else value
-            self.run(conn, statement, params)
 
     @functools.lru_cache(maxsize=64)  # noqa: B019 - one store per process; keys are small
     def _history_sql(self, name: str, count: int) -> Positional:

@@ -158,18 +158,21 @@ class EnqueueQueries(StoreBase):
                     )
                 )
                 if history:
-                    conn.execute(
-                        insert(self.tables.history).values(
-                            feed=feed,
-                            partition_pk=row.pk,
-                            event="enqueued",
-                            from_version=row.version,
-                            from_status=None if created else row.status,
-                            to_status=status,
-                            gate=target,
-                            message=f"{len(new)} item(s) at gate {target}",
-                            at=now,
-                        )
+                    self.write_history(
+                        conn,
+                        feed,
+                        [
+                            {
+                                "event": "enqueued",
+                                "from_version": row.version,
+                                "from_status": None if created else row.status,
+                                "to_status": status,
+                                "gate": target,
+                                "message": f"{len(new)} item(s) at gate {target}",
+                            }
+                        ],
+                        at=now,
+                        partition_pk=row.pk,
                     )
             return EnqueueResult(row.pk, created, len(new), len(items) - len(new), target, reopened)
 

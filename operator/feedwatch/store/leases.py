@@ -9,12 +9,11 @@ lease. Taking an expired lease is fenced by what was read (``owner`` and
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any
 
 from sqlalchemy import and_, bindparam, delete, func, insert, select, update
 from sqlalchemy.engine import Connection
 
-from feedwatch.store.base import StoreBase
+from feedwatch.store.base import HistoryEvent, StoreBase
 from feedwatch.store.records import LeaseRow
 
 
@@ -25,10 +24,6 @@ class LeaseQueries(StoreBase):
             p.c.pk, p.c.id, p.c.status, p.c.gate, p.c.lease_epoch, p.c.lease_until, p.c.steal_by
         ).where(p.c.feed == feed, p.c.owner == owner, p.c.status == "available")
         return [LeaseRow(*row) for row in conn.execute(query)]
-
-    def _lease_history(self, conn: Connection, feed: str, rows: list[dict[str, Any]], now: datetime) -> None:
-        if rows:
-            conn.execute(insert(self.tables.history), [{"feed": feed, "at": now, **r} for r in rows])
 
     def acquire_leases(
         self, feed: str, owner: str, now: datetime, until: datetime, limit: int, history: bool
@@ -49,7 +44,7 @@ class LeaseQueries(StoreBase):
                 .limit(limit)
             ).all()
             won: list[int] = []
-            events: list[dict[str, Any]] = []
+            events: list[HistoryEvent] = []
             for pk, previous, lease_until, version, gate in candidates:
                 fence = (
                     p.c.owner.is_(None)
@@ -76,12 +71,11 @@ class LeaseQueries(StoreBase):
                             "from_status": "available",
                             "to_status": "available",
                             "gate": gate,
-                            "owner": owner,
                             "message": None if previous is None else f"expired lease of {previous}",
                         }
                     )
             if history:
-                self._lease_history(conn, feed, events, now)
+                self.write_history(conn, feed, events, at=now, owner=owner)
             return [r for r in self._lease_rows(conn, feed, owner) if r.pk in set(won)]
 
         return self.transaction(work)
@@ -120,7 +114,7 @@ class LeaseQueries(StoreBase):
                 {"pks": [r.pk for r in rows]},
             )
             if history:
-                self._lease_history(
+                self.write_history(
                     conn,
                     feed,
                     [
@@ -131,11 +125,11 @@ class LeaseQueries(StoreBase):
                             "from_status": r.status,
                             "to_status": r.status,
                             "gate": r.gate,
-                            "owner": owner,
                         }
                         for r in rows
                     ],
-                    now,
+                    at=now,
+                    owner=owner,
                 )
             return len(rows)
 
@@ -155,22 +149,22 @@ class LeaseQueries(StoreBase):
                 .values(owner=to, lease_until=until, lease_epoch=p.c.lease_epoch + 1, steal_by=None)
             )
             if result.rowcount == 1 and history and row is not None:
-                self._lease_history(
+                self.write_history(
                     conn,
                     feed,
                     [
                         {
-                            "partition_pk": pk,
                             "event": "lease_handed_off",
                             "from_version": row.version,
                             "from_status": "available",
                             "to_status": "available",
                             "gate": row.gate,
-                            "owner": to,
                             "message": f"from {owner}",
                         }
                     ],
-                    now,
+                    at=now,
+                    owner=to,
+                    partition_pk=pk,
                 )
             return bool(result.rowcount == 1)
 

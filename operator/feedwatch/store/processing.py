@@ -18,7 +18,7 @@ from sqlalchemy import bindparam, exc, func, select, update
 from sqlalchemy.engine import Connection
 
 from feedwatch.errors import DatabaseUnavailableError
-from feedwatch.store.base import Positional, StoreBase, bounded, new_token
+from feedwatch.store.base import HistoryEvent, Positional, StoreBase, bounded, new_token
 from feedwatch.store.records import (
     CheckpointDecision,
     ClaimBatch,
@@ -206,7 +206,7 @@ class ProcessingQueries(StoreBase):
                     },
                     token,
                 )
-            events: list[dict[str, Any]] = []
+            events: list[HistoryEvent] = []
             for r in live:
                 if r.pk not in won:
                     continue
@@ -252,7 +252,7 @@ class ProcessingQueries(StoreBase):
                     )
             result.failed = len(dead_won)
             if history:
-                self._history(conn, feed, None, owner, now, events)
+                self.write_history(conn, feed, events, at=now, owner=owner)
             return result
 
         return self.transaction(work)
@@ -348,7 +348,7 @@ class ProcessingQueries(StoreBase):
                 token,
             )
             if history:
-                events = [
+                events: list[HistoryEvent] = [
                     {
                         "partition_pk": o.partition_pk,
                         "item_pk": o.pk,
@@ -363,7 +363,7 @@ class ProcessingQueries(StoreBase):
                     for o in outcomes
                     if o.pk in won
                 ]
-                self._history(conn, feed, None, owner, now, events)
+                self.write_history(conn, feed, events, at=now, owner=owner)
             return won
 
         try:
@@ -527,15 +527,11 @@ class ProcessingQueries(StoreBase):
                 "failed": "partition_failed",
                 "completed": "partition_completed",
             }[action]
-            self._history(
+            self.write_history(
                 conn,
                 feed,
-                pk,
-                owner,
-                now,
                 [
                     {
-                        "item_pk": None,
                         "event": event,
                         "from_version": version,
                         "from_status": "available",
@@ -544,35 +540,11 @@ class ProcessingQueries(StoreBase):
                         "message": message,
                     }
                 ],
+                at=now,
+                owner=owner,
+                partition_pk=pk,
             )
         return CheckpointDecision(action, gate, values.get("ready_at"), message)
-
-    def _history(
-        self,
-        conn: Connection,
-        feed: str,
-        partition_pk: int | None,
-        owner: str | None,
-        now: datetime,
-        events: list[dict[str, Any]],
-    ) -> None:
-        """Insert history rows; ``partition_pk`` is the default of rows that lack one."""
-        if events:
-            self.insert_history(
-                conn,
-                [
-                    {
-                        "feed": feed,
-                        "partition_pk": partition_pk,
-                        "owner": owner,
-                        "at": now,
-                        "attempt": None,
-                        "message": None,
-                        **e,
-                    }
-                    for e in events
-                ],
-            )
 
 
 def _checkpoint_values(decision: CheckpointDecision, message: str | None) -> dict[str, Any]:

@@ -13,8 +13,7 @@ from typing import Any
 from sqlalchemy import func, select
 from sqlalchemy.engine import Connection
 
-from feedwatch.errors import PartitionNotFoundError
-from feedwatch.store.base import StoreBase
+from feedwatch.store.base import StoreBase, partition_not_found
 from feedwatch.store.records import HistoryRow, ItemRow, PartitionRow, PartitionSummary
 
 
@@ -35,7 +34,7 @@ class ReadingQueries(StoreBase):
             readonly=True,
         )
         if row is None:
-            raise PartitionNotFoundError(f"partition {partition!r} does not exist in feed {feed!r}")
+            raise partition_not_found(feed, partition)
         return PartitionRow(*row)
 
     def partitions(

@@ -13,11 +13,11 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import bindparam, delete, func, insert, select, tuple_, update
+from sqlalchemy import bindparam, delete, func, select, tuple_, update
 from sqlalchemy.engine import Connection
 
-from feedwatch.errors import GateError, PartitionNotFoundError
-from feedwatch.store.base import CHUNK, StoreBase
+from feedwatch.errors import GateError
+from feedwatch.store.base import CHUNK, HistoryEvent, StoreBase, partition_not_found
 
 
 class SteeringQueries(StoreBase):
@@ -31,7 +31,7 @@ class SteeringQueries(StoreBase):
         back down to them, so no available item sits below its gate.
         Returns the number of items reset.
         """
-        p, i, h = self.tables.partitions, self.tables.items, self.tables.history
+        p, i = self.tables.partitions, self.tables.items
 
         def work(conn: Connection) -> int:
             query = select(p.c.pk, p.c.gate, p.c.version, p.c.status).where(p.c.feed == feed)
@@ -44,7 +44,7 @@ class SteeringQueries(StoreBase):
                 query = query.where((p.c.status == "failed") | has_failed)
             parts = conn.execute(query.with_for_update()).all()
             if partition is not None and not parts:
-                raise PartitionNotFoundError(f"partition {partition!r} does not exist in feed {feed!r}")
+                raise partition_not_found(feed, partition)
             total = 0
             for part in parts:
                 failed = conn.execute(
@@ -91,36 +91,29 @@ class SteeringQueries(StoreBase):
                     )
                 )
                 if history:
-                    rows: list[dict[str, Any]] = [
+                    events: list[HistoryEvent] = [
                         {
-                            "feed": feed,
-                            "partition_pk": part.pk,
                             "item_pk": f.pk,
                             "event": "redriven",
                             "from_version": f.version,
                             "from_status": "failed",
                             "to_status": "available",
                             "gate": f.gate,
-                            "at": now,
                         }
                         for f in failed
                     ]
-                    rows.append(
+                    events.append(
                         {
-                            "feed": feed,
-                            "partition_pk": part.pk,
-                            "item_pk": None,
                             "event": "redriven",
                             "from_version": part.version,
                             "from_status": part.status,
                             "to_status": "available",
                             "gate": gate,
-                            "at": now,
                             "message": f"{len(failed)} item(s) reset"
                             + (f"; gate moved {part.gate} -> {gate}" if gate != part.gate else ""),
                         }
                     )
-                    conn.execute(insert(h), rows)
+                    self.write_history(conn, feed, events, at=now, partition_pk=part.pk)
                 total += len(failed)
             return total
 
@@ -131,13 +124,7 @@ class SteeringQueries(StoreBase):
         p, i = self.tables.partitions, self.tables.items
 
         def work(conn: Connection) -> int:
-            part = conn.execute(
-                select(p.c.pk, p.c.gate, p.c.version, p.c.status)
-                .where(p.c.feed == feed, p.c.id == partition)
-                .with_for_update()
-            ).first()
-            if part is None:
-                raise PartitionNotFoundError(f"partition {partition!r} does not exist in feed {feed!r}")
+            part = self.lock_partition(conn, feed, partition, p.c.pk, p.c.gate, p.c.version, p.c.status)
             skipped = conn.execute(
                 select(func.count()).where(
                     i.c.partition_pk == part.pk, i.c.status == "available", i.c.gate < gate
@@ -154,18 +141,21 @@ class SteeringQueries(StoreBase):
                 .values(gate=gate, version=p.c.version + 1, ready_at=now, updated_at=now, token=None)
             )
             if history:
-                conn.execute(
-                    insert(self.tables.history).values(
-                        feed=feed,
-                        partition_pk=part.pk,
-                        event="gate_moved",
-                        from_version=part.version,
-                        from_status=part.status,
-                        to_status=part.status,
-                        gate=gate,
-                        at=now,
-                        message=f"gate {part.gate} -> {gate} by hand",
-                    )
+                self.write_history(
+                    conn,
+                    feed,
+                    [
+                        {
+                            "event": "gate_moved",
+                            "from_version": part.version,
+                            "from_status": part.status,
+                            "to_status": part.status,
+                            "gate": gate,
+                            "message": f"gate {part.gate} -> {gate} by hand",
+                        }
+                    ],
+                    at=now,
+                    partition_pk=part.pk,
                 )
             return int(part.gate)
 
@@ -176,13 +166,7 @@ class SteeringQueries(StoreBase):
         p, i = self.tables.partitions, self.tables.items
 
         def work(conn: Connection) -> int:
-            part = conn.execute(
-                select(p.c.pk, p.c.gate, p.c.version, p.c.status)
-                .where(p.c.feed == feed, p.c.id == partition)
-                .with_for_update()
-            ).first()
-            if part is None:
-                raise PartitionNotFoundError(f"partition {partition!r} does not exist in feed {feed!r}")
+            part = self.lock_partition(conn, feed, partition, p.c.pk, p.c.gate, p.c.version, p.c.status)
             count = conn.execute(
                 update(i)
                 .where(i.c.partition_pk == part.pk, i.c.status == "available")
@@ -209,18 +193,21 @@ class SteeringQueries(StoreBase):
                 )
             )
             if history:
-                conn.execute(
-                    insert(self.tables.history).values(
-                        feed=feed,
-                        partition_pk=part.pk,
-                        event="cancelled",
-                        from_version=part.version,
-                        from_status=part.status,
-                        to_status="failed",
-                        gate=part.gate,
-                        at=now,
-                        message=f"{count} open item(s) cancelled",
-                    )
+                self.write_history(
+                    conn,
+                    feed,
+                    [
+                        {
+                            "event": "cancelled",
+                            "from_version": part.version,
+                            "from_status": part.status,
+                            "to_status": "failed",
+                            "gate": part.gate,
+                            "message": f"{count} open item(s) cancelled",
+                        }
+                    ],
+                    at=now,
+                    partition_pk=part.pk,
                 )
             return int(count)
 
@@ -231,11 +218,7 @@ class SteeringQueries(StoreBase):
         p, i, h = self.tables.partitions, self.tables.items, self.tables.history
 
         def work(conn: Connection) -> int:
-            pk = conn.execute(
-                select(p.c.pk).where(p.c.feed == feed, p.c.id == partition).with_for_update()
-            ).scalar()
-            if pk is None:
-                raise PartitionNotFoundError(f"partition {partition!r} does not exist in feed {feed!r}")
+            pk = self.lock_partition(conn, feed, partition, p.c.pk).pk
             count = conn.execute(delete(i).where(i.c.partition_pk == pk)).rowcount
             conn.execute(delete(h).where(h.c.partition_pk == pk))
             conn.execute(delete(p).where(p.c.pk == pk))
