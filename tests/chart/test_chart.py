@@ -26,8 +26,10 @@ import yaml
 
 from feedwatch import Feed
 from tests.conftest import MARIADB_URL, database_url
+from tests.support.kube_operator import apply_crd
 from tests.support.kubernetes import KubeEnv
 from tests.support.ports import free_port
+from tests.support.processes import stop
 from tests.support.waiting import wait_until
 
 pytestmark = [pytest.mark.chart, pytest.mark.timeout(600)]
@@ -114,21 +116,6 @@ def kubectl_json(kube: KubeEnv, *args: str) -> Any:
 
 def exists(kube: KubeEnv, *args: str) -> bool:
     return kube.kubectl("get", *args, check=False).returncode == 0
-
-
-def apply_crd(kube: KubeEnv) -> None:
-    """The FeedWatcher CRD from the repository, established and discoverable (outside any release).
-
-    Discoverable matters: an operator started right after a CRD is re-created, before the
-    API server's discovery lists it, would find no FeedWatcher resource to watch.
-    """
-    kube.kubectl("apply", "--server-side", "--force-conflicts", "-f", str(CRD_SOURCE))
-    kube.kubectl("wait", "--for=condition=Established", f"crd/{CRD_NAME}", "--timeout=60s")
-    wait_until(
-        lambda: kube.kubectl("get", "fw", "-A", check=False).returncode == 0,
-        timeout=30,
-        message="kubectl to discover feedwatchers",
-    )
 
 
 def feedwatcher(name: str, namespace: str, **spec: Any) -> dict[str, Any]:
@@ -543,12 +530,7 @@ def test_the_operator_reconciles_with_only_the_charts_service_account(
         assert hook.returncode == 0, hook.stdout + hook.stderr
         assert operator.poll() is None, log.read_text()[-4000:]
     finally:
-        operator.send_signal(signal.SIGTERM)
-        try:
-            operator.wait(30)
-        except subprocess.TimeoutExpired:
-            operator.kill()
-            operator.wait(10)
+        stop(operator)
     text = log.read_text()
     assert "403" not in text and "forbidden" not in text.lower(), text[-4000:]
 

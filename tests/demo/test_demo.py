@@ -5,7 +5,6 @@ from __future__ import annotations
 import os
 import re
 import shutil
-import signal
 import subprocess
 import sys
 import time
@@ -24,6 +23,7 @@ from tests.demo.support import (
     posting_facts,
     run_demo,
 )
+from tests.support.processes import stop
 
 pytestmark = [pytest.mark.demo, pytest.mark.slow]
 
@@ -169,12 +169,7 @@ def handler(tmp_path: Path) -> Iterator[tuple[str, str]]:
             time.sleep(0.05)
         yield match.group(1), db
     finally:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(5)
+        stop(proc, timeout=15)
 
 
 def test_the_demo_runs_against_the_example_http_handler(handler: tuple[str, str]) -> None:

@@ -256,13 +256,11 @@ class Handler:
         return self
 
     def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(10)
+        # Imported here: run as a program, this file has tests/support, not the repository, on sys.path.
+        from tests.support.processes import stop
+
+        if self.proc is not None:
+            stop(self.proc, timeout=10)
 
     def __enter__(self) -> Handler:
         return self.start()

@@ -29,7 +29,6 @@ from __future__ import annotations
 import base64
 import json
 import os
-import signal
 import subprocess
 import sys
 import urllib.request
@@ -41,6 +40,7 @@ from typing import Any
 import pytest
 from kubernetes.client.exceptions import ApiException
 
+from tests.support import processes
 from tests.support.kubernetes import (
     KubeEnv,
     _namespace_name,
@@ -160,13 +160,7 @@ class OperatorProcess:
         process = self.process
         if process is None or process.poll() is not None:
             return self.returncode
-        process.send_signal(signal.SIGTERM)
-        try:
-            process.wait(timeout)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(10)
-        return process.returncode
+        return processes.stop(process, timeout=timeout)
 
     def log_tail(self, lines: int = 60) -> str:
         try:
@@ -186,10 +180,12 @@ class OperatorProcess:
 _installed: set[str] = set()
 
 
-def install_crd(kube: KubeEnv) -> None:
-    """Apply ``crds/feedwatcher.yaml`` (once per environment) and wait until it is served."""
-    if str(kube.dir) in _installed:
-        return
+def apply_crd(kube: KubeEnv) -> None:
+    """Apply ``crds/feedwatcher.yaml`` and wait until it is established and discoverable.
+
+    Discoverable matters: an operator started right after a CRD is re-created, before the
+    API server's discovery lists it, would find no FeedWatcher resource to watch.
+    """
     kube.kubectl("apply", "--server-side", "--force-conflicts", "-f", str(CRD_PATH))
     kube.kubectl("wait", "--for=condition=Established", f"crd/{CRD_NAME}", "--timeout=60s")
     wait_until(
@@ -197,6 +193,13 @@ def install_crd(kube: KubeEnv) -> None:
         timeout=30,
         message="kubectl to discover feedwatchers",
     )
+
+
+def install_crd(kube: KubeEnv) -> None:
+    """:func:`apply_crd`, once per environment."""
+    if str(kube.dir) in _installed:
+        return
+    apply_crd(kube)
     _installed.add(str(kube.dir))
 
 

@@ -46,6 +46,7 @@ def start_watcher(
 
 
 def stop(proc: subprocess.Popen[bytes], sig: int = signal.SIGTERM, timeout: float = 30) -> int:
+    """Send ``sig`` (if it still runs), SIGKILL it after ``timeout`` seconds; its exit code."""
     if proc.poll() is None:
         proc.send_signal(sig)
     try:
