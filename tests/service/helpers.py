@@ -11,6 +11,8 @@ import urllib.error
 import urllib.request
 import uuid
 from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -18,9 +20,12 @@ from prometheus_client.parser import text_string_to_metric_families
 from sqlalchemy import create_engine, select, text
 from sqlalchemy.engine import make_url
 
-from feedwatch import Store, migrate
+from feedwatch import Feed, Store, migrate
 from feedwatch.store import connect
+from feedwatch.testing import assert_invariants, wait_for
 from tests.conftest import MARIADB_URL
+from tests.support.handler import Handler
+from tests.support.ports import free_port
 from tests.support.processes import start_watcher, stop, watcher_env
 
 #: The MariaDB server of the tests, without a database (to create and drop fresh ones).
@@ -127,6 +132,40 @@ def start_watch(
 ) -> subprocess.Popen[bytes]:
     """``feedwatch watch`` (tests.support.processes defaults: 2 s leases) logging to ``log``."""
     return start_watcher(db, feed, handler=handler, args=args, env=env, log=log)
+
+
+@dataclass
+class Watched:
+    """One ``feedwatch watch`` run over a feed to its end, against the recording handler."""
+
+    handler: Handler
+    watcher: subprocess.Popen[bytes]
+    log: Path
+    health: str  # the watcher's health server: http://127.0.0.1:PORT
+
+
+@contextmanager
+def watched_to_the_end(
+    directory: Path, db: str, feed: Feed, *, args: Sequence[str] = (), timeout: float = 60
+) -> Iterator[Watched]:
+    """Start the handler and one watcher with a health port; wait until no partition of ``feed``
+    is available; yield; then stop both and check the feed's invariants."""
+    port = free_port()
+    log = directory / "watcher.log"
+    with Handler(directory) as handler:
+        watcher = start_watch(
+            db, feed.name, log, handler=handler.url, args=[*args, "--health-port", str(port)]
+        )
+        try:
+            wait_for(
+                lambda: all(p.status != "available" for p in feed.partitions()),
+                timeout=timeout,
+                message=lambda: "every partition to end: " + log_text(log)[-4000:],
+            )
+            yield Watched(handler, watcher, log, f"http://127.0.0.1:{port}")
+        finally:
+            stop(watcher)
+    assert_invariants(feed.store, feed.name)
 
 
 def stop_all(*procs: subprocess.Popen[bytes] | None) -> list[int]:

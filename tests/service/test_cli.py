@@ -220,7 +220,7 @@ def test_every_command_works_end_to_end(handler: Handler, tmp_path: Path) -> Non
                 and {store.partition("jobs", p).status for p in ("broken", "other")} == {"failed"}
             )
 
-        wait_for(settled, timeout=60, message="the first round: " + log_text(log)[-2000:])
+        wait_for(settled, timeout=60, message=lambda: "the first round: " + log_text(log)[-2000:])
         waiting, table, broken = run(
             fw("status", "staged", "-o", "json"),
             fw("status"),
@@ -244,7 +244,7 @@ def test_every_command_works_end_to_end(handler: Handler, tmp_path: Path) -> Non
                 store.partition("jobs", p).status == "complete" for p in ("staged", "broken", "other")
             ),
             timeout=60,
-            message="everything to complete: " + log_text(log)[-2000:],
+            message=lambda: "everything to complete: " + log_text(log)[-2000:],
         )
         items, page, nothing = run(
             fw("items", "staged", "--output", "json"),

@@ -23,18 +23,15 @@ from typing import Any
 import pytest
 
 from feedwatch import Feed, Store
-from feedwatch.testing import assert_invariants, wait_for
 from tests.service.helpers import (
     answers,
     fresh_sqlite,
     history,
     log_text,
-    start_watch,
     store_for,
+    watched_to_the_end,
 )
 from tests.support.handler import Handler
-from tests.support.ports import free_port
-from tests.support.processes import stop
 
 pytestmark = pytest.mark.service
 
@@ -98,35 +95,9 @@ def run(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Run]:
     for partition, (data, gate) in CASES.items():
         feed.enqueue(partition, {"bad": data, "good1": {"x": 1}, "good2": {"x": 2}}, gate=gate)
     feed.enqueue("control", {f"c{n}": {"n": n} for n in range(5)})
-    port = free_port()
-    log = directory / "watcher.log"
-    with Handler(directory) as handler:
-        watcher = start_watch(
-            url,
-            name,
-            log,
-            handler=handler.url,
-            args=[
-                "--handler-timeout",
-                "1",
-                "--handler-max-body",
-                str(MAX_BODY),
-                "--health-port",
-                str(port),
-                "--log-level",
-                "DEBUG",
-            ],
-        )
-        try:
-            wait_for(
-                lambda: all(p.status != "available" for p in feed.partitions()),
-                timeout=90,
-                message="every partition to end: " + log_text(log)[-4000:],
-            )
-            yield Run(store, feed, handler, watcher, log, f"http://127.0.0.1:{port}")
-        finally:
-            stop(watcher)
-    assert_invariants(store, name)
+    args = ["--handler-timeout", "1", "--handler-max-body", str(MAX_BODY), "--log-level", "DEBUG"]
+    with watched_to_the_end(directory, url, feed, args=args, timeout=90) as watched:
+        yield Run(store, feed, watched.handler, watched.watcher, watched.log, watched.health)
 
 
 def assert_retried_then_failed(run: Run, partition: str, *fragments: str) -> None:

@@ -47,7 +47,7 @@ def test_three_watchers_with_migrate_on_an_empty_mariadb_one_migrates_and_all_ru
                     store = Store.open(url)
                 return len(store.live_watchers("mig", store.now())) == 3
 
-            wait_for(all_live, timeout=90, message="three live watchers: " + _tails(logs))
+            wait_for(all_live, timeout=90, message=lambda: "three live watchers: " + _tails(logs))
             assert store is not None
             feed = Feed(store, "mig")
             parts = [f"p{n}" for n in range(6)]
@@ -58,7 +58,7 @@ def test_three_watchers_with_migrate_on_an_empty_mariadb_one_migrates_and_all_ru
             wait_for(
                 lambda: all(feed.partition(p).status == "complete" for p in parts),
                 timeout=60,
-                message="the work to complete: " + _tails(logs),
+                message=lambda: "the work to complete: " + _tails(logs),
             )
             assert all(p.poll() is None for p in procs), _tails(logs)
             owners = {h.owner for h in history(store, "mig", event="complete")}

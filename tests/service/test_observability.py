@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 
 from feedwatch import Feed, Store
-from feedwatch.testing import assert_invariants, wait_for
+from feedwatch.testing import wait_for
 from tests.service.helpers import (
     answers,
     cli,
@@ -25,12 +25,10 @@ from tests.service.helpers import (
     log_text,
     metrics,
     sample,
-    start_watch,
     store_for,
+    watched_to_the_end,
 )
 from tests.support.handler import Handler
-from tests.support.ports import free_port
-from tests.support.processes import stop
 
 pytestmark = pytest.mark.service
 
@@ -58,33 +56,9 @@ def observed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Observed]:
     feed.enqueue("recovers", {"flaky": {"behave": "500_then_ok", "times": 1}, "good": {}})
     feed.enqueue("polls", {"slow": {"behave": "poll"}})
     feed.update(poll_limit=2)
-    port = free_port()
-    log = directory / "watcher.log"
-    with Handler(directory) as handler:
-        watcher = start_watch(
-            url,
-            name,
-            log,
-            handler=handler.url,
-            args=[
-                "--log-format",
-                "json",
-                "--health-port",
-                str(port),
-                "--handler-health-path",
-                "/healthz",
-            ],
-        )
-        try:
-            wait_for(
-                lambda: all(p.status != "available" for p in feed.partitions()),
-                timeout=60,
-                message="the run to end: " + log_text(log)[-3000:],
-            )
-            yield Observed(store, feed, handler, watcher, log, f"http://127.0.0.1:{port}")
-        finally:
-            stop(watcher)
-    assert_invariants(store, name)
+    args = ["--log-format", "json", "--handler-health-path", "/healthz"]
+    with watched_to_the_end(directory, url, feed, args=args) as run:
+        yield Observed(store, feed, run.handler, run.watcher, run.log, run.health)
 
 
 def _compare(o: Observed) -> dict[str, tuple[float, float]]:

@@ -139,14 +139,14 @@ def test_db_password_and_handler_authorization_never_show(
                 and t
             ),
             timeout=60,
-            message="the watcher to set its process title: " + log_text(log)[-2000:],
+            message=lambda: "the watcher to set its process title: " + log_text(log)[-2000:],
         )
         assert title == f"feedwatch watch --feed {feed}"
         shown.append(("/proc/<pid>/cmdline", title))
         wait_for(
             lambda: {p.status for p in store.partitions(feed)} == {"complete", "failed"},
             timeout=60,
-            message="the run to end: " + log_text(log)[-2000:],
+            message=lambda: "the run to end: " + log_text(log)[-2000:],
         )
         wait_for(lambda: answers(base + "/readyz"), timeout=30, message="/readyz")
         for path in ("/metrics", "/readyz", "/healthz"):

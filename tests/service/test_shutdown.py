@@ -112,7 +112,7 @@ def test_sigterm_exits_0_in_the_grace_period_and_another_watcher_takes_over_at_i
         wait_for(
             lambda: all(feed.partition(p).status == "complete" for p in parts),
             timeout=60,
-            message="every partition to complete: " + log_text(logs["b"])[-3000:],
+            message=lambda: "every partition to complete: " + log_text(logs["b"])[-3000:],
         )
     finally:
         handler.control(flags={"fast": True})
