@@ -24,7 +24,7 @@ import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import psycopg
 import pymysql
@@ -345,10 +345,75 @@ def wait_progress(
     return time.monotonic() - since
 
 
-# -- a MariaDB of the suite's own --------------------------------------------------------
+# -- database servers of the suite's own -------------------------------------------------
 
 
-class MariaDBServer:
+class _ServerProcess:
+    """A database server from a temporary data directory, started and stopped by its PID.
+
+    A subclass says how to launch it (:meth:`_launch`), when it is ready (:meth:`_ready`),
+    and which signal stops it cleanly and which one ends it when that takes too long.
+    """
+
+    APP_USER = "fwapp"
+    name: str
+    stop_signal: int
+    kill_signal: int
+
+    def __init__(self, prefix: str, preferred_port: int, log_name: str) -> None:
+        self.base = Path(tempfile.mkdtemp(prefix=prefix))
+        self.datadir = self.base / "data"
+        self.log = self.base / log_name
+        self.port = free_port(preferred_port)
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def pid(self) -> int:
+        assert self.proc is not None
+        return self.proc.pid
+
+    def start(self, timeout: float = 120) -> float:
+        """Start the server; return the seconds until it accepted connections."""
+        assert self.proc is None or self.proc.poll() is not None, f"{self.name} is already running"
+        began = time.monotonic()
+        with open(self.log, "ab") as out:
+            self.proc = self._launch(out)
+        wait_for(
+            self._ready,
+            timeout=timeout,
+            message=f"{self.name} to accept connections (see {self.log})",
+            interval=0.2,
+        )
+        return time.monotonic() - began
+
+    def _launch(self, out: IO[bytes]) -> subprocess.Popen[bytes]:
+        raise NotImplementedError
+
+    def _ready(self) -> bool:
+        raise NotImplementedError
+
+    def _check_alive(self) -> None:
+        assert self.proc is not None
+        if self.proc.poll() is not None:
+            raise AssertionError(f"{self.name} exited: {self.log.read_text()[-3000:]}")
+
+    def stop(self, sig: int | None = None, timeout: float = 120) -> None:
+        """Send ``sig`` (the class's clean stop by default); its kill signal after ``timeout`` s."""
+        if self.proc is None or self.proc.poll() is not None:
+            return
+        os.kill(self.proc.pid, self.stop_signal if sig is None else sig)
+        try:
+            self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            os.kill(self.proc.pid, self.kill_signal)
+            self.proc.wait(30)
+
+    def destroy(self) -> None:
+        self.stop()
+        shutil.rmtree(self.base, ignore_errors=True)
+
+
+class MariaDBServer(_ServerProcess):
     """``mariadbd`` from a temporary data directory, started and stopped by PID.
 
     The watchers connect as ``fwapp``, a user with rights on the ``feedwatch``
@@ -356,24 +421,17 @@ class MariaDBServer:
     them; the suite administers the server as root over its socket.
     """
 
-    APP_USER = "fwapp"
+    name = "mariadbd"
+    stop_signal = signal.SIGTERM
+    kill_signal = signal.SIGKILL
 
     def __init__(self, preferred_port: int = 23306) -> None:
-        self.base = Path(tempfile.mkdtemp(prefix="fwfaults-mariadb-"))
-        self.datadir = self.base / "data"
+        super().__init__("fwfaults-mariadb-", preferred_port, "error.log")
         self.socket = self.base / "mysqld.sock"
-        self.log = self.base / "error.log"
-        self.port = free_port(preferred_port)
-        self.proc: subprocess.Popen[bytes] | None = None
 
     @property
     def app_url(self) -> str:
         return f"mysql+pymysql://{self.APP_USER}:{self.APP_USER}@127.0.0.1:{self.port}/feedwatch"
-
-    @property
-    def pid(self) -> int:
-        assert self.proc is not None
-        return self.proc.pid
 
     def install(self) -> MariaDBServer:
         result = subprocess.run(
@@ -393,34 +451,21 @@ class MariaDBServer:
         )
         return self
 
-    def start(self, timeout: float = 120) -> float:
-        """Start ``mariadbd``; return the seconds until it accepted connections."""
-        assert self.proc is None or self.proc.poll() is not None, "mariadbd is already running"
-        began = time.monotonic()
+    def _launch(self, out: IO[bytes]) -> subprocess.Popen[bytes]:
         self.socket.unlink(missing_ok=True)  # left behind by a killed server
-        with open(self.log, "ab") as out:
-            self.proc = subprocess.Popen(
-                ["mariadbd", "--no-defaults", f"--datadir={self.datadir}", "--user=root",
-                 f"--port={self.port}", "--bind-address=127.0.0.1", f"--socket={self.socket}",
-                 f"--pid-file={self.base / 'mysqld.pid'}", "--skip-name-resolve",
-                 "--max-connections=400", "--innodb-buffer-pool-size=128M",
-                 "--innodb-flush-log-at-trx-commit=2", "--innodb-lock-wait-timeout=15",
-                 "--skip-log-bin", f"--log-error={self.log}"],
-                stdout=out, stderr=out,
-            )  # fmt: skip
-        wait_for(
-            self._ready,
-            timeout=timeout,
-            message=f"mariadbd to accept connections (see {self.log})",
-            interval=0.2,
-        )
-        return time.monotonic() - began
+        return subprocess.Popen(
+            ["mariadbd", "--no-defaults", f"--datadir={self.datadir}", "--user=root",
+             f"--port={self.port}", "--bind-address=127.0.0.1", f"--socket={self.socket}",
+             f"--pid-file={self.base / 'mysqld.pid'}", "--skip-name-resolve",
+             "--max-connections=400", "--innodb-buffer-pool-size=128M",
+             "--innodb-flush-log-at-trx-commit=2", "--innodb-lock-wait-timeout=15",
+             "--skip-log-bin", f"--log-error={self.log}"],
+            stdout=out, stderr=out,
+        )  # fmt: skip
 
     def _ready(self) -> bool:
         """Whether the server accepts connections (TCP first: PyMySQL leaks a refused UNIX socket)."""
-        assert self.proc is not None
-        if self.proc.poll() is not None:
-            raise AssertionError(f"mariadbd exited: {self.log.read_text()[-3000:]}")
+        self._check_alive()
         try:
             pymysql.connect(
                 host="127.0.0.1", port=self.port, user=self.APP_USER, password=self.APP_USER,
@@ -431,16 +476,6 @@ class MariaDBServer:
                 return False
         self.sql("SELECT 1")
         return True
-
-    def stop(self, sig: int = signal.SIGTERM, timeout: float = 120) -> None:
-        if self.proc is None or self.proc.poll() is not None:
-            return
-        os.kill(self.proc.pid, sig)
-        try:
-            self.proc.wait(timeout)
-        except subprocess.TimeoutExpired:
-            os.kill(self.proc.pid, signal.SIGKILL)
-            self.proc.wait(30)
 
     def shutdown(self, *, crash: bool) -> None:
         """A clean shutdown (SIGTERM), or a crash (SIGKILL: InnoDB recovers at the next start)."""
@@ -467,12 +502,8 @@ class MariaDBServer:
         finally:
             conn.close()
 
-    def destroy(self) -> None:
-        self.stop()
-        shutil.rmtree(self.base, ignore_errors=True)
 
-
-class PostgresServer:
+class PostgresServer(_ServerProcess):
     """``postgres`` from a temporary data directory (``initdb``), started and stopped by PID.
 
     It runs as the ``postgres`` system user (PostgreSQL refuses root). The
@@ -482,15 +513,13 @@ class PostgresServer:
     the disk's.
     """
 
-    APP_USER = "fwapp"
+    name = "postgres"
+    stop_signal = signal.SIGINT  # fast shutdown
+    kill_signal = signal.SIGQUIT  # immediate shutdown (crash recovery at the next start)
 
     def __init__(self, preferred_port: int = 25432) -> None:
+        super().__init__("fwfaults-postgres-", preferred_port, "server.log")
         self.bin = Path(sorted(Path("/usr/lib/postgresql").glob("*/bin/postgres"))[-1]).parent
-        self.base = Path(tempfile.mkdtemp(prefix="fwfaults-postgres-"))
-        self.datadir = self.base / "data"
-        self.log = self.base / "server.log"
-        self.port = free_port(preferred_port)
-        self.proc: subprocess.Popen[bytes] | None = None
 
     @property
     def app_url(self) -> str:
@@ -509,46 +538,22 @@ class PostgresServer:
         self.sql(f"CREATE DATABASE feedwatch OWNER {self.APP_USER}")
         return self
 
-    def start(self, timeout: float = 120) -> float:
-        """Start ``postgres``; return the seconds until it accepted connections."""
-        assert self.proc is None or self.proc.poll() is not None, "postgres is already running"
-        began = time.monotonic()
-        with open(self.log, "ab") as out:
-            self.proc = subprocess.Popen(
-                [str(self.bin / "postgres"), "-D", str(self.datadir), "-p", str(self.port),
-                 "-k", str(self.base), "-c", "listen_addresses=127.0.0.1", "-c", "max_connections=300",
-                 "-c", "fsync=off", "-c", "synchronous_commit=off", "-c", "full_page_writes=off",
-                 "-c", "shared_buffers=64MB"],
-                stdout=out, stderr=out, user="postgres",
-            )  # fmt: skip
-        wait_for(
-            self._ready,
-            timeout=timeout,
-            message=f"postgres to accept connections (see {self.log})",
-            interval=0.2,
-        )
-        return time.monotonic() - began
+    def _launch(self, out: IO[bytes]) -> subprocess.Popen[bytes]:
+        return subprocess.Popen(
+            [str(self.bin / "postgres"), "-D", str(self.datadir), "-p", str(self.port),
+             "-k", str(self.base), "-c", "listen_addresses=127.0.0.1", "-c", "max_connections=300",
+             "-c", "fsync=off", "-c", "synchronous_commit=off", "-c", "full_page_writes=off",
+             "-c", "shared_buffers=64MB"],
+            stdout=out, stderr=out, user="postgres",
+        )  # fmt: skip
 
     def _ready(self) -> bool:
-        assert self.proc is not None
-        if self.proc.poll() is not None:
-            raise AssertionError(f"postgres exited: {self.log.read_text()[-3000:]}")
+        self._check_alive()
         try:
             self.sql("SELECT 1")
         except psycopg.OperationalError:
             return False
         return True
-
-    def stop(self, sig: int = signal.SIGINT, timeout: float = 120) -> None:
-        """SIGINT: fast shutdown; SIGQUIT: immediate shutdown (crash recovery at the next start)."""
-        if self.proc is None or self.proc.poll() is not None:
-            return
-        os.kill(self.proc.pid, sig)
-        try:
-            self.proc.wait(timeout)
-        except subprocess.TimeoutExpired:
-            os.kill(self.proc.pid, signal.SIGQUIT)
-            self.proc.wait(30)
 
     def shutdown(self, *, crash: bool) -> None:
         """A fast shutdown, or an immediate one: PostgreSQL's crash (SIGKILL of the postmaster
@@ -575,10 +580,6 @@ class PostgresServer:
                 cursor = conn.execute(statement)  # the suite's own SQL
                 rows = list(cursor.fetchall()) if cursor.description else []
             return rows
-
-    def destroy(self) -> None:
-        self.stop()
-        shutil.rmtree(self.base, ignore_errors=True)
 
 
 #: A database server of the suite's own: MariaDB or PostgreSQL.
