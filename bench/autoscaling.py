@@ -203,13 +203,13 @@ def scenario_6(ctx: Context, db: Database) -> None:
             flush=True,
         )
     ratio = ctx.figure("6", db, f"{large:,} vs {small:,} waiting items", "backlog query ratio", "x",
-                       Target("<=", 10, "<= 10 (same order)"))  # fmt: skip
+                       target=Target("<=", 10, "<= 10 (same order)"))  # fmt: skip
     ratio.values = [statistics.median(costs[1].ms) / statistics.median(costs[0].ms)]
     if db.name == "sqlite":
         return  # the operator refuses SQLite: no connection figures there
     held = operator_cost(db, max(ctx.repeat, 3))
     conns = ctx.figure("6", db, f"{WATCHERS} autoscaled FeedWatchers", "operator connections", "connections",
-                       Target("<=", 5))  # fmt: skip
+                       target=Target("<=", 5))  # fmt: skip
     conns.values = [float(held.connections)]
     cpu = ctx.figure("6", db, f"{WATCHERS} autoscaled FeedWatchers", "operator CPU per polling round", "ms")
     cpu.values = held.cpu_ms_per_round

@@ -169,10 +169,11 @@ class Context:
         variant: str,
         metric: str,
         unit: str,
+        *,
         target: Target | None = None,
         note: str = "",
     ) -> Figure:
-        return self.report.figure(scenario, db.label, variant, metric, unit, target, note)
+        return self.report.figure(scenario, db.label, variant, metric, unit, target=target, note=note)
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -346,7 +347,7 @@ def producer_batch(ctx: Context, db: Database) -> None:
     """The producer API: one Feed.enqueue call of many items into one partition."""
     n = ctx.size.enqueue_batch
     fig = ctx.figure(
-        "1", db, f"one enqueue call of {n:,} items", "enqueue rate", "items/s", Target(">=", 50_000)
+        "1", db, f"one enqueue call of {n:,} items", "enqueue rate", "items/s", target=Target(">=", 50_000)
     )
     payload = [(f"i{j}", {"n": j}) for j in range(n)]
     for history in ctx.histories:
@@ -369,7 +370,7 @@ def scenario_1(ctx: Context, db: Database) -> None:
         for history in ctx.histories:
             variant = f"{config.label}, history {'on' if history else 'off'}"
             target = Target(">=", THROUGHPUT_TARGET[db.name]) if config is ctx.tuned else None
-            rate = ctx.figure("1", db, variant, "item-gates/s", "item-gates/s", target)
+            rate = ctx.figure("1", db, variant, "item-gates/s", "item-gates/s", target=target)
             enq = ctx.figure("1", db, variant, "enqueue rate, 100-item calls", "items/s")
             fin_med = fin_p99 = None
             if history:
@@ -379,7 +380,7 @@ def scenario_1(ctx: Context, db: Database) -> None:
                     variant,
                     "fan-in latency median",
                     "s",
-                    Target("<=", 0.2) if config is ctx.tuned else None,
+                    target=Target("<=", 0.2) if config is ctx.tuned else None,
                 )
                 fin_p99 = ctx.figure(
                     "1",
@@ -387,7 +388,7 @@ def scenario_1(ctx: Context, db: Database) -> None:
                     variant,
                     "fan-in latency p99",
                     "s",
-                    Target("<=", 1.0) if config is ctx.tuned else None,
+                    target=Target("<=", 1.0) if config is ctx.tuned else None,
                 )
             runs = []
             for n in range(ctx.repeat):
@@ -453,7 +454,15 @@ def start_handler(ctx: Context, gates: int) -> tuple[subprocess.Popen[bytes], st
 
 
 def bare_client(
-    ctx: Context, url: str, items: int, clients: int, concurrency: int, gates: int, handler: Any, db: Database
+    ctx: Context,
+    url: str,
+    *,
+    items: int,
+    clients: int,
+    concurrency: int,
+    gates: int,
+    handler: Any,
+    db: Database,
 ) -> tuple[float, dict[str, float]]:
     """Requests per second of ``clients`` bare-client processes sharing ``items`` items."""
     per = -(-items // clients)
@@ -514,7 +523,9 @@ def scenario_2(ctx: Context, db: Database) -> None:
             "requests/s, no database",
             "requests/s",
         )
-        ratio = ctx.figure("2", db, variant, "feedwatch / bare client", "ratio", Target(">=", 0.7, ">= 0.70"))
+        ratio = ctx.figure(
+            "2", db, variant, "feedwatch / bare client", "ratio", target=Target(">=", 0.7, ">= 0.70")
+        )
         runs = []
         bare_cpu = []
         for n in range(ctx.repeat):
@@ -528,12 +539,12 @@ def scenario_2(ctx: Context, db: Database) -> None:
             rate, cpu = bare_client(
                 ctx,
                 url,
-                workload.partitions * workload.items,
-                2,
-                config.concurrency or 16,
-                workload.gates,
-                hp,
-                db,
+                items=workload.partitions * workload.items,
+                clients=2,
+                concurrency=config.concurrency or 16,
+                gates=workload.gates,
+                handler=hp,
+                db=db,
             )
             bare_cpu.append(cpu)
             fw.values.append(run.rate)
@@ -602,7 +613,7 @@ def scenario_4(ctx: Context, db: Database) -> None:
                 config.label,
                 f"{name}: all its partitions resumed",
                 "s",
-                Target("<=", target, f"<= {target:g} s"),
+                target=Target("<=", target, f"<= {target:g} s"),
             )
             for n in range(repeat):
                 result = failover.run(
@@ -660,7 +671,7 @@ def scenario_5(ctx: Context, db: Database) -> None:
         curve = ctx.report.scale_curve
         if 1 in curve and 2 in curve:
             grow = ctx.figure("5", db, "2 watchers / 1 watcher", "throughput ratio", "x",
-                              Target(">", 1.0, "> 1 (grows)"))  # fmt: skip
+                              target=Target(">", 1.0, "> 1 (grows)"))  # fmt: skip
             grow.values = [statistics.median(curve[2]) / statistics.median(curve[1])]
     small, large = size.s5_idle
     cycle_medians = []
@@ -678,7 +689,7 @@ def scenario_5(ctx: Context, db: Database) -> None:
             flush=True,
         )
     ratio = ctx.figure("5", db, f"{large:,} vs {small:,} idle partitions", "lease cycle ratio", "x",
-                       Target("<=", 1.5, "<= 1.5 (independent)"))  # fmt: skip
+                       target=Target("<=", 1.5, "<= 1.5 (independent)"))  # fmt: skip
     ratio.values = [cycle_medians[1] / cycle_medians[0]]
     for idle in (0, large):
         fig = ctx.figure(
@@ -687,7 +698,7 @@ def scenario_5(ctx: Context, db: Database) -> None:
             f"scenario 1 with {idle:,} idle partitions present",
             "peak RSS per watcher",
             "MB",
-            Target("<=", 150) if idle else None,
+            target=Target("<=", 150) if idle else None,
         )
         run = ctx.attempt(
             "5", db, fig.variant, workload=size.s1, config=ctx.tuned, history=True,
@@ -709,7 +720,7 @@ def scenario_5(ctx: Context, db: Database) -> None:
         f"{size.backlog:,} one-item partitions due at once",
         "peak RSS per watcher",
         "MB",
-        Target("<=", 150),
+        target=Target("<=", 150),
     )
     fig.values = [max(backlog.rss_peak_mb)]
     rate = ctx.figure(

@@ -54,7 +54,9 @@ def _verb(statement: str) -> str:
 
 
 @event.listens_for(Engine, "after_cursor_execute")
-def _after(conn: Any, cursor: Any, statement: str, parameters: Any, context: Any, executemany: bool) -> None:
+def _after(  # noqa: PLR0917 - SQLAlchemy calls event listeners positionally
+    conn: Any, cursor: Any, statement: str, parameters: Any, context: Any, executemany: bool
+) -> None:
     method = _method()
     verb = _verb(statement)
     rows = 0

@@ -392,7 +392,7 @@ def scenario(ctx: Any, db: Any) -> None:
         ("steady-state writes per minute", "writes/min", result.steady_writes_per_min, Target("<=", 0, "0")),
     ]
     for metric, unit, value, target in figures:
-        fig = ctx.figure("7", db, variant, metric, unit, target, "; ".join(result.notes))
+        fig = ctx.figure("7", db, variant, metric, unit, target=target, note="; ".join(result.notes))
         if not math.isnan(value):
             fig.values.append(value)
     print("  " + describe(result), flush=True)

@@ -64,6 +64,7 @@ class Report:
         variant: str,
         metric: str,
         unit: str,
+        *,
         target: Target | None = None,
         note: str = "",
     ) -> Figure:

@@ -55,17 +55,22 @@ def lease_cycle(db: Database, feed: str, idle: int, *, cycles: int = 15) -> Leas
     totals: list[float] = []
     parts: dict[str, list[float]] = {}
     steps: list[tuple[str, Any]] = [
-        ("heartbeat", lambda now: store.heartbeat(feed, owner, "bench", now, now + timedelta(seconds=30))),
+        (
+            "heartbeat",
+            lambda now: store.heartbeat(feed, owner, "bench", now=now, expires=now + timedelta(seconds=30)),
+        ),
     ]
     if hasattr(store, "count_live_watchers"):
         steps.append(("count_live_watchers", lambda now: store.count_live_watchers(feed, now)))
     steps += [
-        ("count_active", lambda now: store.count_active(feed, now, 2000)),
+        ("count_active", lambda now: store.count_active(feed, now, cap=2000)),
         (
             "acquire_leases",
-            lambda now: store.acquire_leases(feed, owner, now, now + timedelta(seconds=30), 50, False),
+            lambda now: store.acquire_leases(
+                feed, owner, now=now, until=now + timedelta(seconds=30), limit=50, history=False
+            ),
         ),
-        ("renew_leases", lambda now: store.renew_leases(feed, owner, now + timedelta(seconds=30))),
+        ("renew_leases", lambda now: store.renew_leases(feed, owner, until=now + timedelta(seconds=30))),
     ]
     for _ in range(cycles + 2):
         total = 0.0
@@ -77,8 +82,8 @@ def lease_cycle(db: Database, feed: str, idle: int, *, cycles: int = 15) -> Leas
             parts.setdefault(name, []).append(spent)
             total += spent
         totals.append(total)
-        held = [r.pk for r in store.renew_leases(feed, owner, db.now() + timedelta(seconds=30))]
-        store.release_leases(feed, owner, held, db.now(), False)
+        held = [r.pk for r in store.renew_leases(feed, owner, until=db.now() + timedelta(seconds=30))]
+        store.release_leases(feed, owner, held, now=db.now(), history=False)
     totals, parts = totals[2:], {k: v[2:] for k, v in parts.items()}  # warm-up left out
     store.remove_heartbeat(feed, owner)
     return LeaseCycle(

@@ -78,6 +78,6 @@ def scenario(ctx: Context, db: Database) -> None:
             continue
         best = max(done, key=lambda o: o.rate)
         ratio = ctx.figure("peers", db, f"feedwatch / best {label} ({best.peer})", "throughput ratio", "x",
-                           target)  # fmt: skip
+                           target=target)  # fmt: skip
         ratio.values = [feedwatch[0] / best.rate]
         print(f"  feedwatch / best {label} ({best.peer}): {feedwatch[0] / best.rate:.1f}x", flush=True)

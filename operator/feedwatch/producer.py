@@ -145,7 +145,7 @@ class Feed:
         st = _store(store)
         _check_id("feed", name)
         settings = _settings(settings or FeedSettings(), changes)
-        st.save_feed(name, settings, st.now(), create_only=True)
+        st.save_feed(name, settings, now=st.now(), create_only=True)
         return cls(st, name)
 
     @property
@@ -155,7 +155,7 @@ class Feed:
     def update(self, **changes: Any) -> FeedSettings:
         """Change feed settings; every watcher picks them up at its next renewal."""
         settings = _settings(self.settings, changes)
-        self.store.save_feed(self.name, settings, self.store.now(), create_only=False)
+        self.store.save_feed(self.name, settings, now=self.store.now(), create_only=False)
         return settings
 
     def pause(self) -> None:
@@ -202,7 +202,9 @@ class Feed:
             seen.add(item.id)
         now = self.store.now()
         due = max(now, not_before) if not_before else now
-        return self.store.enqueue(self.name, partition, encoded, gate, due, now, settings.history)
+        return self.store.enqueue(
+            self.name, partition, encoded, gate=gate, due=due, now=now, history=settings.history
+        )
 
     # -- reading ------------------------------------------------------------
 
@@ -263,15 +265,17 @@ class Feed:
 
     def retry(self, partition: str | None = None) -> int:
         """Re-drive failed items of one partition (or of the whole feed); returns how many."""
-        return self.store.redrive(self.name, partition, self.store.now(), self.settings.history)
+        return self.store.redrive(self.name, partition, now=self.store.now(), history=self.settings.history)
 
     def set_gate(self, partition: str, gate: int) -> int:
         """Move a partition's gate by hand (manual checkpoint); returns the old gate."""
         check_gate(gate)
-        return self.store.move_gate(self.name, partition, gate, self.store.now(), self.settings.history)
+        return self.store.move_gate(
+            self.name, partition, gate, now=self.store.now(), history=self.settings.history
+        )
 
     def cancel(self, partition: str) -> int:
-        return self.store.cancel(self.name, partition, self.store.now(), self.settings.history)
+        return self.store.cancel(self.name, partition, now=self.store.now(), history=self.settings.history)
 
     def delete(self, partition: str) -> int:
         return self.store.delete_partition(self.name, partition)

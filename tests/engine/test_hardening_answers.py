@@ -161,8 +161,20 @@ def test_a_result_the_database_refuses_fails_only_its_item_and_the_rest_of_the_b
 def test_the_committer_splits_a_refused_batch_down_to_the_offending_rows(feed: Feed, store: Store) -> None:
     feed.enqueue("p", {f"i{n:02}": n for n in range(13)})
     now = store.now()
-    [lease] = store.acquire_leases(feed.name, "w1", now, now + timedelta(seconds=30), 10, True)
-    got = store.claim_items(feed.name, "w1", lease.pk, lease.lease_epoch, 0, now, 20, 3, True)
+    [lease] = store.acquire_leases(
+        feed.name, "w1", now=now, until=now + timedelta(seconds=30), limit=10, history=True
+    )
+    got = store.claim_items(
+        feed.name,
+        "w1",
+        lease.pk,
+        epoch=lease.lease_epoch,
+        gate=0,
+        now=now,
+        limit=20,
+        max_unanswered=3,
+        history=True,
+    )
     assert got is not None
     claimed = got[0]
     too_big = 2**64 if store.dialect == "sqlite" else 2**31
@@ -175,7 +187,9 @@ def test_the_committer_splits_a_refused_batch_down_to_the_offending_rows(feed: F
         )
         for c in claimed
     ]  # fmt: skip
-    report = store.commit_results_isolating(feed.name, "w1", outcomes, store.now(), True, "t" * 32)
+    report = store.commit_results_isolating(
+        feed.name, "w1", outcomes, now=store.now(), history=True, token="t" * 32
+    )
     assert set(report.rejected) == bad
     assert report.won == {c.pk for c in claimed} - bad
     assert all(reason for reason in report.rejected.values())
@@ -184,7 +198,9 @@ def test_the_committer_splits_a_refused_batch_down_to_the_offending_rows(feed: F
     assert {rows[pk].gate for pk in bad} == {0}, "a refused row is left as it was"
     assert rows[claimed[0].pk].error == "nul \\0 and a lone surrogate ?", "messages are made storable"
     # A retry of the whole batch (same token) recognises what landed and refuses the rest again.
-    again = store.commit_results_isolating(feed.name, "w1", outcomes, store.now(), True, "t" * 32, True)
+    again = store.commit_results_isolating(
+        feed.name, "w1", outcomes, now=store.now(), history=True, token="t" * 32, retrying=True
+    )
     assert again.won == report.won and set(again.rejected) == bad
 
 

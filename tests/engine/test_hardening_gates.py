@@ -94,9 +94,11 @@ def test_a_suspect_runs_alone_within_a_bound_under_sustained_load_without_lease_
     # A watcher died with "suspect" in flight: its lease (1 s) will expire.
     feed.enqueue("s", {"suspect": 0, **{f"after{n:02}": n for n in range(10)}})
     now = store.now()
-    [dead] = store.acquire_leases(feed.name, "dead-watcher", now, now + timedelta(seconds=1), 1, True)
+    [dead] = store.acquire_leases(
+        feed.name, "dead-watcher", now=now, until=now + timedelta(seconds=1), limit=1, history=True
+    )
     claimed = store.claim_batch(feed.name, "dead-watcher", [ClaimRequest(dead.pk, dead.lease_epoch, 0, 1)],
-                                now, 3, True)  # fmt: skip
+                                now=now, max_unanswered=3, history=True)  # fmt: skip
     assert [c.id for c in claimed.claimed[dead.pk]] == ["suspect"]
     # Sustained load: far more work than the test waits for the suspect.
     for p in range(4):
@@ -193,4 +195,6 @@ def test_an_acquired_or_renewed_lease_is_trusted_only_until_its_lease_until_minu
     finally:
         watcher._executor.shutdown()
         watcher._lease_executor.shutdown()
-        store.release_leases(feed.name, "w-clock", [row.pk for row in feed.partitions()], store.now(), True)
+        store.release_leases(
+            feed.name, "w-clock", [row.pk for row in feed.partitions()], now=store.now(), history=True
+        )

@@ -84,7 +84,9 @@ def test_the_engine_checker_reads_a_broken_database(tmp_path: Path) -> None:
 # -- the suite's own checks ------------------------------------------------------------------
 
 
-def ev(pk: int, item: str | None, event: str, version: int, gate: int, attempt: int | None = None) -> Event:
+def ev(  # noqa: PLR0917 - one history row, its columns in the table's order
+    pk: int, item: str | None, event: str, version: int, gate: int, attempt: int | None = None
+) -> Event:
     return Event(pk, "p", item, event, version, gate, attempt, "w")
 
 

@@ -65,7 +65,7 @@ def replicas(kube: KubeEnv, namespace: str, name: str) -> int | None:
 
 
 def wait_replicas(kube: KubeEnv, namespace: str, name: str, wanted: int, operator: OperatorProcess,
-                  timeout: float = 60) -> float:  # fmt: skip
+                  *, timeout: float = 60) -> float:  # fmt: skip
     """Wait for the Deployment's replicas; returns when (monotonic) they were seen."""
     wait_until(
         lambda: replicas(kube, namespace, name) == wanted,

@@ -47,7 +47,7 @@ def replicas(kube: KubeEnv, namespace: str, name: str) -> int | None:
     return None if deployment is None else int(deployment["spec"].get("replicas", 1))
 
 
-def test_watchers_scale_from_zero_to_three_drain_a_fan_out_fan_in_workload_and_return_to_zero(
+def test_watchers_scale_from_zero_to_three_drain_a_fan_out_fan_in_workload_and_return_to_zero(  # noqa: PLR0917 - pytest passes fixtures by name
     kube: KubeEnv,
     operator_namespace: str,
     shared_operator: OperatorProcess,

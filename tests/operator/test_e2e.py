@@ -64,7 +64,7 @@ def feed_name() -> str:
     return f"e2e{uuid.uuid4().hex[:10]}"
 
 
-def test_a_feedwatcher_on_mariadb_processes_a_fan_out_fan_in_workload_to_completion(
+def test_a_feedwatcher_on_mariadb_processes_a_fan_out_fan_in_workload_to_completion(  # noqa: PLR0917 - pytest passes fixtures by name
     kube: KubeEnv,
     operator_namespace: str,  # noqa: F811
     shared_operator: OperatorProcess,  # noqa: F811
@@ -129,7 +129,7 @@ def test_a_feedwatcher_on_mariadb_processes_a_fan_out_fan_in_workload_to_complet
     assert watcher.running and watcher.restarts == 0, node.dump()
 
 
-def test_scaling_the_feedwatcher_to_three_gives_three_watchers_that_share_the_partitions_and_back(
+def test_scaling_the_feedwatcher_to_three_gives_three_watchers_that_share_the_partitions_and_back(  # noqa: PLR0917 - pytest passes fixtures by name
     kube: KubeEnv,
     operator_namespace: str,  # noqa: F811
     shared_operator: OperatorProcess,  # noqa: F811

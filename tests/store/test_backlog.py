@@ -78,7 +78,7 @@ def test_leased_partitions_are_counted_and_still_backlog(feed: Feed, store: Stor
     feed.enqueue("a", {"1": 1})
     feed.enqueue("b", {"1": 1})
     now = store.now()
-    store.acquire_leases(feed.name, "w1", now, now + timedelta(seconds=30), 1, False)
+    store.acquire_leases(feed.name, "w1", now=now, until=now + timedelta(seconds=30), limit=1, history=False)
     backlog = store.feed_backlog(feed.name, limit=100)
     assert (backlog.partitions, backlog.leased) == (2, 1)
     expired = store.feed_backlog(feed.name, limit=100, now=now + timedelta(seconds=31))
@@ -184,7 +184,7 @@ def _spec(feed: str, **autoscaling: object) -> FeedWatcherSpec:
 
 
 def _evaluate(
-    scaler: Autoscaler, spec: FeedWatcherSpec, status: dict[str, Any], current: int, url: str, at: datetime
+    scaler: Autoscaler, spec: FeedWatcherSpec, status: dict[str, Any], current: int, url: str, *, at: datetime
 ) -> ScaleResult:
     result = asyncio.run(
         scaler.evaluate(spec=spec, status=status, current_replicas=current, database_url=url, now=at)
@@ -206,20 +206,20 @@ def test_the_autoscaler_writes_status_backlog_on_decisions_and_at_most_once_a_mi
     try:
         for n in range(4):
             feed.enqueue(f"p{n}", {"i": n})
-        first = _evaluate(scaler, spec, status, 1, server_url, t0)
+        first = _evaluate(scaler, spec, status, 1, server_url, at=t0)
         assert first.replicas == 2 and first.events == [
             ("Normal", "Scaled", "scaled 1 -> 2: backlog 4 partitions, target 2")
         ]
         assert first.status_patch["backlog"]["partitions"] == 4
         assert first.status_patch["desiredReplicas"] == 2
         assert first.condition[:2] == ("True", "BacklogRead")
-        same = _evaluate(scaler, spec, status, 2, server_url, t0 + timedelta(seconds=1))
+        same = _evaluate(scaler, spec, status, 2, server_url, at=t0 + timedelta(seconds=1))
         assert same.status_patch == {} and same.events == [], "nothing changed: nothing to write"
         feed.pause()  # the backlog is 0 now
-        paused = _evaluate(scaler, spec, status, 2, server_url, t0 + timedelta(seconds=2))
+        paused = _evaluate(scaler, spec, status, 2, server_url, at=t0 + timedelta(seconds=2))
         assert paused.replicas == 2, "scale-down waits for the window"
         assert "backlog" not in paused.status_patch, "counts changed, but the last write is recent"
-        later = _evaluate(scaler, spec, status, 2, server_url, t0 + timedelta(seconds=61))
+        later = _evaluate(scaler, spec, status, 2, server_url, at=t0 + timedelta(seconds=61))
         assert later.status_patch["backlog"]["partitions"] == 0, "a minute later the new counts are written"
     finally:
         reader.close()
@@ -237,15 +237,15 @@ def test_the_autoscaler_warns_once_per_problem_and_says_when_it_recovers(server_
     status: dict[str, Any] = {}
     t0 = datetime(2026, 1, 1, tzinfo=UTC)
     try:
-        one = _evaluate(scaler, spec, status, 3, wrong, t0)
-        two = _evaluate(scaler, spec, status, 3, wrong, t0 + timedelta(seconds=1))
-        three = _evaluate(scaler, spec, status, 4, wrong, t0 + timedelta(seconds=2))
+        one = _evaluate(scaler, spec, status, 3, wrong, at=t0)
+        two = _evaluate(scaler, spec, status, 3, wrong, at=t0 + timedelta(seconds=1))
+        three = _evaluate(scaler, spec, status, 4, wrong, at=t0 + timedelta(seconds=2))
         assert (one.replicas, one.condition[1]) == (3, "BacklogReadFailed")
         assert [e[1] for e in one.events] == ["BacklogReadFailed"]
         assert (two.replicas, two.condition[1]) == (4, "FallbackApplied")
         assert [e[1] for e in two.events] == ["FallbackApplied", "Scaled"]
         assert three.events == [], "the same problem is not posted again"
-        back = _evaluate(scaler, spec, status, 4, server_url, t0 + timedelta(seconds=3))
+        back = _evaluate(scaler, spec, status, 4, server_url, at=t0 + timedelta(seconds=3))
         assert back.condition[1] == "BacklogRead" and ("Normal", "Recovered") in [e[:2] for e in back.events]
     finally:
         reader.close()
@@ -268,12 +268,12 @@ def test_a_restarted_autoscaler_neither_scales_down_within_a_window_nor_shortens
     }
     try:
         scaler = Autoscaler(backlogs=reader, registry=CollectorRegistry())  # the restarted operator
-        held = _evaluate(scaler, spec, status, 3, server_url, t0)
+        held = _evaluate(scaler, spec, status, 3, server_url, at=t0)
         assert held.replicas == 3, "no scale-down within one window of the restart"
         assert status["lastActiveTime"] == "2026-01-01T00:00:00Z", "the cooldown counts from the restart"
-        down = _evaluate(scaler, spec, status, 3, server_url, t0 + timedelta(seconds=31))
+        down = _evaluate(scaler, spec, status, 3, server_url, at=t0 + timedelta(seconds=31))
         assert down.replicas == 1, "after the window: down, but the cooldown is not over"
-        zero = _evaluate(scaler, spec, status, 1, server_url, t0 + timedelta(seconds=100))
+        zero = _evaluate(scaler, spec, status, 1, server_url, at=t0 + timedelta(seconds=100))
         assert zero.replicas == 0
     finally:
         reader.close()

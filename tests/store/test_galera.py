@@ -24,7 +24,7 @@ from feedwatch.store import connect
 from feedwatch.store.connection import WSREP_SYNC_WAIT
 from feedwatch.store.migrating import head_revision
 from tests.conftest import GALERA_URL, database_url
-from tests.support.faults import free_port
+from tests.support.ports import free_port
 from tests.support.processes import ROOT, watcher_env
 
 pytestmark = pytest.mark.store

@@ -27,13 +27,15 @@ pytestmark = pytest.mark.store
 
 def _lease(store: Store, feed: Feed, owner: str = "w1") -> LeaseRow:
     now = store.now()
-    [lease] = store.acquire_leases(feed.name, owner, now, now + timedelta(seconds=30), 10, True)
+    [lease] = store.acquire_leases(
+        feed.name, owner, now=now, until=now + timedelta(seconds=30), limit=10, history=True
+    )
     return lease
 
 
 def _claim(store: Store, feed: Feed, lease: LeaseRow, gate: int) -> ClaimBatch:
     request = ClaimRequest(lease.pk, lease.lease_epoch, gate, 10)
-    return store.claim_batch(feed.name, "w1", [request], store.now(), 3, True)
+    return store.claim_batch(feed.name, "w1", [request], now=store.now(), max_unanswered=3, history=True)
 
 
 def _outcome(pk: int, claimed: Claimed, *, failed: bool = False) -> ItemOutcome:
@@ -47,7 +49,7 @@ def _outcome(pk: int, claimed: Claimed, *, failed: bool = False) -> ItemOutcome:
 
 def _checkpoint(store: Store, feed: Feed, lease: LeaseRow, policy: str) -> CheckpointDecision:
     return store.evaluate_checkpoint(
-        feed.name, "w1", lease.pk, store.now(), auto_close=True, manual_checkpoint=False,
+        feed.name, "w1", lease.pk, now=store.now(), auto_close=True, manual_checkpoint=False,
         failure_policy=policy, history=True, hold_for=0.0, rule=next_step,
     )  # fmt: skip
 
@@ -75,12 +77,16 @@ def test_a_block_partition_moved_past_a_failed_item_by_hand_fails_instead_of_com
     lease = _lease(store, feed)
     bad, good = _claim(store, feed, lease, gate=0).claimed[lease.pk]
     store.commit_results(
-        feed.name, "w1", [_outcome(lease.pk, bad, failed=True), _outcome(lease.pk, good)], store.now(), True
+        feed.name,
+        "w1",
+        [_outcome(lease.pk, bad, failed=True), _outcome(lease.pk, good)],
+        now=store.now(),
+        history=True,
     )
     feed.set_gate("p", 1)  # before the owner's checkpoint could fail the partition at gate 0
     assert _claim(store, feed, lease, gate=0).moved == {lease.pk: 1}
     [nxt] = _claim(store, feed, lease, gate=1).claimed[lease.pk]
-    store.commit_results(feed.name, "w1", [_outcome(lease.pk, nxt)], store.now(), True)
+    store.commit_results(feed.name, "w1", [_outcome(lease.pk, nxt)], now=store.now(), history=True)
     decision = _checkpoint(store, feed, lease, "block")
     assert decision.action == "failed"
     assert decision.message is not None and decision.message.startswith(
@@ -96,10 +102,12 @@ def test_a_skip_partition_moved_past_a_failed_item_completes_around_it(feed: Fee
     feed.enqueue("p", {"next": 3}, gate=1)
     lease = _lease(store, feed)
     [bad] = _claim(store, feed, lease, gate=0).claimed[lease.pk]
-    store.commit_results(feed.name, "w1", [_outcome(lease.pk, bad, failed=True)], store.now(), True)
+    store.commit_results(
+        feed.name, "w1", [_outcome(lease.pk, bad, failed=True)], now=store.now(), history=True
+    )
     feed.set_gate("p", 1)
     [nxt] = _claim(store, feed, lease, gate=1).claimed[lease.pk]
-    store.commit_results(feed.name, "w1", [_outcome(lease.pk, nxt)], store.now(), True)
+    store.commit_results(feed.name, "w1", [_outcome(lease.pk, nxt)], now=store.now(), history=True)
     assert _checkpoint(store, feed, lease, "skip").action == "completed"
     assert {i.id: i.status for i in feed.items("p")} == {"bad": "failed", "next": "complete"}
 
@@ -120,20 +128,30 @@ def test_a_suspect_in_a_probed_lease_stops_the_claim_and_is_named(feed: Feed, st
     feed.enqueue("q", {f"j{n}": n for n in range(5)})
     now = store.now()
     # A watcher that dies with "suspect" in flight.
-    held = store.acquire_leases(feed.name, "dead", now, now + timedelta(seconds=1), 10, True)
+    held = store.acquire_leases(
+        feed.name, "dead", now=now, until=now + timedelta(seconds=1), limit=10, history=True
+    )
     [dead] = [lease for lease in held if lease.id == "p"]
     request = ClaimRequest(dead.pk, dead.lease_epoch, 0, 1)
-    first = store.claim_batch(feed.name, "dead", [request], now, 3, True)
+    first = store.claim_batch(feed.name, "dead", [request], now=now, max_unanswered=3, history=True)
     assert [c.id for c in first.claimed[dead.pk]] == ["suspect"]
     later = now + timedelta(seconds=2)
-    leases = store.acquire_leases(feed.name, "w1", later, later + timedelta(seconds=30), 10, True)
+    leases = store.acquire_leases(
+        feed.name, "w1", now=later, until=later + timedelta(seconds=30), limit=10, history=True
+    )
     assert sorted(lease.id for lease in leases) == ["p", "q"]
     requests = [ClaimRequest(lease.pk, lease.lease_epoch, 0, 3) for lease in leases]
     pk = {lease.id: lease.pk for lease in leases}
-    busy = store.claim_batch(feed.name, "w1", requests, later, 3, True, probe={pk["p"], pk["q"]})
+    busy = store.claim_batch(
+        feed.name, "w1", requests, now=later, max_unanswered=3, history=True, probe={pk["p"], pk["q"]}
+    )
     assert (busy.claimed, busy.suspects) == ({}, {pk["p"]}), "nothing starts while a suspect waits"
-    unprobed = store.claim_batch(feed.name, "w1", requests, later, 3, True, probe={pk["q"]})
+    unprobed = store.claim_batch(
+        feed.name, "w1", requests, now=later, max_unanswered=3, history=True, probe={pk["q"]}
+    )
     assert unprobed.suspects == set() and sorted(unprobed.claimed) == sorted(pk.values())
-    alone = store.claim_batch(feed.name, "w1", requests, later, 3, True, suspects=True)
+    alone = store.claim_batch(
+        feed.name, "w1", requests, now=later, max_unanswered=3, history=True, suspects=True
+    )
     assert [(c.id, c.suspect, c.attempt) for c in alone.claimed[pk["p"]]] == [("suspect", True, 2)]
     assert list(alone.claimed) == [pk["p"]], "a suspect is claimed alone"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import uuid
+from collections.abc import Sequence
 from datetime import datetime, timedelta
 
 import pytest
@@ -18,12 +19,12 @@ from feedwatch import (
     SchemaMismatchError,
     Store,
 )
-from feedwatch.store.records import Claimed, ItemOutcome
+from feedwatch.store.records import Claimed, ItemOutcome, ItemRow, LeaseRow, PartitionRow
 
 pytestmark = pytest.mark.store
 
 
-def _ids(rows: list) -> list[str]:
+def _ids(rows: Sequence[ItemRow | PartitionRow]) -> list[str]:
     return [r.id for r in rows]
 
 
@@ -82,19 +83,44 @@ def test_items_are_read_back_oldest_first_paginated_and_filtered(feed: Feed) -> 
     assert feed.items("p", status="complete") == []
 
 
+def _acquire(store: Store, feed: Feed, owner: str, now: datetime, seconds: float = 30) -> list[LeaseRow]:
+    until = now + timedelta(seconds=seconds)
+    return store.acquire_leases(feed.name, owner, now=now, until=until, limit=10, history=True)
+
+
+def _claim(
+    store: Store, feed: Feed, owner: str, lease: LeaseRow, now: datetime, *, suspects: bool = False
+) -> tuple[list[Claimed], int] | None:
+    """What ``owner`` claims at gate 0 under ``lease``; None if it no longer holds the partition."""
+    return store.claim_items(
+        feed.name, owner, lease.pk, epoch=lease.lease_epoch, gate=0, now=now, limit=10,
+        max_unanswered=3, history=True, suspects=suspects,
+    )  # fmt: skip
+
+
+def _claimed(
+    store: Store, feed: Feed, owner: str, lease: LeaseRow, now: datetime, *, suspects: bool = False
+) -> list[Claimed]:
+    got = _claim(store, feed, owner, lease, now, suspects=suspects)
+    assert got is not None, f"{owner} still holds the partition"
+    return got[0]
+
+
 def test_a_claim_records_the_attempt_and_a_stale_result_loses(feed: Feed, store: Store) -> None:
     feed.enqueue("p", {"a": 1, "b": 2})
     now = store.now()
-    [lease] = store.acquire_leases(feed.name, "w1", now, now + timedelta(seconds=30), 10, True)
-    claimed, dead = store.claim_items(feed.name, "w1", lease.pk, lease.lease_epoch, 0, now, 10, 3, True)
+    [lease] = _acquire(store, feed, "w1", now)
+    got = _claim(store, feed, "w1", lease, now)
+    assert got is not None
+    claimed, dead = got
     assert dead == 0 and [c.attempt for c in claimed] == [1, 1]
     a, b = claimed
     done = [_complete(lease.pk, a), _complete(lease.pk, b)]
     stale = ItemOutcome(**{**done[1].__dict__, "version": b.version - 1})
-    won = store.commit_results(feed.name, "w1", [done[0], stale], store.now(), True)
+    won = store.commit_results(feed.name, "w1", [done[0], stale], now=store.now(), history=True)
     assert won == {a.pk}, "the batch knows exactly which row it won"
     assert {r.id: r.status for r in feed.items("p")} == {"a": "complete", "b": "available"}
-    again = store.commit_results(feed.name, "w1", [done[0]], store.now(), True)
+    again = store.commit_results(feed.name, "w1", [done[0]], now=store.now(), history=True)
     assert again == set(), "a completion is committed once"
 
 
@@ -109,55 +135,54 @@ def _complete(partition_pk: int, claimed: Claimed) -> ItemOutcome:
 def test_the_owner_skips_its_in_flight_items_and_a_new_owner_reclaims_them(feed: Feed, store: Store) -> None:
     feed.enqueue("p", {"a": 1})
     now = store.now()
-    [lease] = store.acquire_leases(feed.name, "w1", now, now + timedelta(seconds=30), 10, True)
-    first, _ = store.claim_items(feed.name, "w1", lease.pk, lease.lease_epoch, 0, now, 10, 3, True)
-    second, _ = store.claim_items(feed.name, "w1", lease.pk, lease.lease_epoch, 0, now, 10, 3, True)
+    [lease] = _acquire(store, feed, "w1", now)
+    first = _claimed(store, feed, "w1", lease, now)
+    second = _claimed(store, feed, "w1", lease, now)
     assert len(first) == 1 and second == []
     # w1's lease expires; w2 takes it over and may claim the unanswered item.
     later = store.now() + timedelta(seconds=31)
-    [taken] = store.acquire_leases(feed.name, "w2", later, later + timedelta(seconds=30), 10, True)
+    [taken] = _acquire(store, feed, "w2", later)
     assert taken.lease_epoch == lease.lease_epoch + 1
-    busy, _ = store.claim_items(feed.name, "w2", taken.pk, taken.lease_epoch, 0, later, 10, 3, True)
+    busy = _claimed(store, feed, "w2", taken, later)
     assert busy == [], "a suspect (in flight when its watcher died) is not claimed with others"
-    reclaimed, _ = store.claim_items(
-        feed.name, "w2", taken.pk, taken.lease_epoch, 0, later, 10, 3, True, suspects=True
-    )
+    reclaimed = _claimed(store, feed, "w2", taken, later, suspects=True)
     assert [(c.attempt, c.suspect) for c in reclaimed] == [(2, True)]
-    assert store.claim_items(feed.name, "w1", lease.pk, lease.lease_epoch, 0, later, 10, 3, True) is None
+    assert _claim(store, feed, "w1", lease, later) is None
 
 
 def test_a_takeover_is_fenced_by_the_lease_it_read(feed: Feed, store: Store) -> None:
     feed.enqueue("p", {"a": 1})
     now = store.now()
-    assert len(store.acquire_leases(feed.name, "w1", now, now + timedelta(seconds=1), 10, True)) == 1
-    assert store.acquire_leases(feed.name, "w2", now, now + timedelta(seconds=30), 10, True) == []
+    assert len(_acquire(store, feed, "w1", now, seconds=1)) == 1
+    assert _acquire(store, feed, "w2", now) == []
     later = now + timedelta(seconds=2)
-    assert len(store.acquire_leases(feed.name, "w2", later, later + timedelta(seconds=30), 10, True)) == 1
-    assert store.renew_leases(feed.name, "w1", later + timedelta(seconds=30)) == []
-    assert len(store.renew_leases(feed.name, "w2", later + timedelta(seconds=30))) == 1
+    assert len(_acquire(store, feed, "w2", later)) == 1
+    assert store.renew_leases(feed.name, "w1", until=later + timedelta(seconds=30)) == []
+    assert len(store.renew_leases(feed.name, "w2", until=later + timedelta(seconds=30))) == 1
 
 
 def test_enqueue_never_costs_the_owner_its_lease(feed: Feed, store: Store) -> None:
     feed.enqueue("p", {"a": 1})
     now = store.now()
-    [lease] = store.acquire_leases(feed.name, "w1", now, now + timedelta(seconds=30), 10, True)
+    [lease] = _acquire(store, feed, "w1", now)
     for n in range(5):
         feed.enqueue("p", {f"more{n}": n})
-    [renewed] = store.renew_leases(feed.name, "w1", now + timedelta(seconds=60))
+    [renewed] = store.renew_leases(feed.name, "w1", until=now + timedelta(seconds=60))
     assert (renewed.pk, renewed.lease_epoch) == (lease.pk, lease.lease_epoch)
 
 
 def test_a_checkpoint_decided_before_an_enqueue_loses_and_is_taken_again(feed: Feed, store: Store) -> None:
     feed.enqueue("p", {"a": 1})
     now = store.now()
-    [lease] = store.acquire_leases(feed.name, "w1", now, now + timedelta(seconds=30), 10, True)
+    [lease] = _acquire(store, feed, "w1", now)
     p = store.tables.partitions
     with store.engine.begin() as conn:  # as if a producer committed between read and write
         conn.execute(update(p).where(p.c.pk == lease.pk).values(version=p.c.version + 1))
     with store.engine.begin() as conn:
         decision = store._write_partition(
-            conn, feed.name, "w1", lease.pk, 0, 0, "completed", now, {"status": "complete"}, False, None
-        )
+            conn, feed.name, "w1", lease.pk, version=0, gate=0, action="completed", now=now,
+            values={"status": "complete"}, history=False, message=None,
+        )  # fmt: skip
     assert decision.action == "lost"
 
 
@@ -280,6 +305,7 @@ def test_a_pooled_connection_killed_by_the_server_is_replaced_without_an_error(
     try:
         victim = store.transaction(lambda c: c.execute(text(own_id)).scalar())
         killer = Store.open(url, pool_size=1)
+        assert victim is not None
         killer.transaction(lambda c: c.execute(text(kill.format(int(victim)))))
         killer.close()
         after = store.transaction(lambda c: c.execute(text(own_id)).scalar())

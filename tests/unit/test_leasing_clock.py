@@ -84,7 +84,7 @@ class Book:
             if r.owner == owner
         ]
 
-    def heartbeat(self, feed: str, owner: str, host: str, now: datetime, expires: datetime) -> None:
+    def heartbeat(self, feed: str, owner: str, host: str, *, now: datetime, expires: datetime) -> None:
         self.beats[owner] = expires
 
     def remove_heartbeat(self, feed: str, owner: str) -> None:
@@ -93,14 +93,14 @@ class Book:
     def load_feed(self, name: str) -> FeedSettings:
         return self.settings
 
-    def renew_leases(self, feed: str, owner: str, until: datetime) -> list[LeaseRow]:
+    def renew_leases(self, feed: str, owner: str, *, until: datetime) -> list[LeaseRow]:
         for row in self.rows.values():
             if row.owner == owner:
                 row.lease_until = until
         return self._mine(owner)
 
     def acquire_leases(
-        self, feed: str, owner: str, now: datetime, until: datetime, limit: int, history: bool
+        self, feed: str, owner: str, *, now: datetime, until: datetime, limit: int, history: bool
     ) -> list[LeaseRow]:
         free = [r for r in self.rows.values() if r.owner is None or (r.lease_until or now) < now][:limit]
         for row in free:
@@ -108,7 +108,7 @@ class Book:
         return [r for r in self._mine(owner) if r.pk in {f.pk for f in free}]
 
     def hand_off(
-        self, feed: str, owner: str, pk: int, to: str, now: datetime, until: datetime, history: bool
+        self, feed: str, owner: str, pk: int, *, to: str, now: datetime, until: datetime, history: bool
     ) -> bool:
         row = self.rows[pk]
         if row.owner != owner or row.steal_by != to:
@@ -116,7 +116,7 @@ class Book:
         row.owner, row.lease_until, row.epoch, row.steal_by = to, until, row.epoch + 1, None
         return True
 
-    def release_leases(self, feed: str, owner: str, pks: list[int], now: datetime, history: bool) -> int:
+    def release_leases(self, feed: str, owner: str, pks: list[int], *, now: datetime, history: bool) -> int:
         mine = [self.rows[pk] for pk in pks if self.rows[pk].owner == owner]
         for row in mine:
             row.owner = row.lease_until = row.steal_by = None
@@ -125,7 +125,7 @@ class Book:
     def count_live_watchers(self, feed: str, now: datetime) -> int:
         return sum(1 for expires in self.beats.values() if expires >= now)
 
-    def count_active(self, feed: str, now: datetime, cap: int) -> int:
+    def count_active(self, feed: str, now: datetime, *, cap: int) -> int:
         return min(len(self.rows), cap)
 
     def owner_loads(self, feed: str, now: datetime) -> dict[str, int]:

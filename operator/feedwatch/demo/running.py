@@ -178,7 +178,7 @@ class Demo:
         """``resumes`` in a fresh database; ``resumes-2``, ``-3``, ... when it is taken."""
         for n in range(1, 10_000):
             name = FEED if n == 1 else f"{FEED}-{n}"
-            if self.store.save_feed(name, DEMO_FEED, self.store.now(), create_only=True):
+            if self.store.save_feed(name, DEMO_FEED, now=self.store.now(), create_only=True):
                 return Feed(self.store, name)
         raise DemoError("no free feed name resumes-N in this database")
 

@@ -159,9 +159,9 @@ class Dispatcher:
                 self.feed,
                 self.owner,
                 requests,
-                self.clock.now(),
-                s.max_unanswered,
-                s.history,
+                now=self.clock.now(),
+                max_unanswered=s.max_unanswered,
+                history=s.history,
                 suspects=alone,
                 probe=looked,
             )
@@ -308,10 +308,10 @@ class Dispatcher:
                     self.feed,
                     self.owner,
                     [o for _, _, o in batch],
-                    self.clock.now(),
-                    self._feed_settings().history,
-                    self._batch_token,
-                    again,
+                    now=self.clock.now(),
+                    history=self._feed_settings().history,
+                    token=self._batch_token,
+                    retrying=again,
                 )
             except Exception as error:
                 self.liveness.commit_failed(

@@ -106,7 +106,7 @@ class Checkpointer:
             self._feed,
             self._owner,
             lease.pk,
-            self._clock.now(),
+            now=self._clock.now(),
             auto_close=s.auto_close,
             manual_checkpoint=s.manual_checkpoint,
             failure_policy=s.failure_policy,
@@ -134,8 +134,8 @@ class Checkpointer:
                         self._feed,
                         self._owner,
                         [lease.pk],
-                        clock.now(),
-                        s.history,
+                        now=clock.now(),
+                        history=s.history,
                     )
                     return False
                 return True

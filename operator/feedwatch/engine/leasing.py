@@ -73,19 +73,21 @@ __all__ = ["Lease", "LeaseKeeper", "LeaseStore"]
 class LeaseStore(Protocol):
     """The store's lease queries, all the lease keeper asks of a store."""
 
-    def heartbeat(self, feed: str, owner: str, host: str, now: datetime, expires: datetime) -> None: ...
+    def heartbeat(self, feed: str, owner: str, host: str, *, now: datetime, expires: datetime) -> None: ...
     def remove_heartbeat(self, feed: str, owner: str) -> None: ...
     def load_feed(self, name: str) -> FeedSettings: ...
-    def renew_leases(self, feed: str, owner: str, until: datetime) -> list[LeaseRow]: ...
+    def renew_leases(self, feed: str, owner: str, *, until: datetime) -> list[LeaseRow]: ...
     def acquire_leases(
-        self, feed: str, owner: str, now: datetime, until: datetime, limit: int, history: bool
+        self, feed: str, owner: str, *, now: datetime, until: datetime, limit: int, history: bool
     ) -> list[LeaseRow]: ...
     def hand_off(
-        self, feed: str, owner: str, pk: int, to: str, now: datetime, until: datetime, history: bool
+        self, feed: str, owner: str, pk: int, *, to: str, now: datetime, until: datetime, history: bool
     ) -> bool: ...
-    def release_leases(self, feed: str, owner: str, pks: list[int], now: datetime, history: bool) -> int: ...
+    def release_leases(
+        self, feed: str, owner: str, pks: list[int], *, now: datetime, history: bool
+    ) -> int: ...
     def count_live_watchers(self, feed: str, now: datetime) -> int: ...
-    def count_active(self, feed: str, now: datetime, cap: int) -> int: ...
+    def count_active(self, feed: str, now: datetime, *, cap: int) -> int: ...
     def owner_loads(self, feed: str, now: datetime) -> dict[str, int]: ...
     def request_steal(self, feed: str, thief: str, victim: str) -> int | None: ...
 
@@ -171,11 +173,16 @@ class LeaseKeeper:
         now = clock.now()
         duration = settings.lease_duration
         await self._run(
-            store.heartbeat, self.feed, self.owner, self.host, now, now + timedelta(seconds=duration)
+            store.heartbeat,
+            self.feed,
+            self.owner,
+            self.host,
+            now=now,
+            expires=now + timedelta(seconds=duration),
         )
         self.feed_settings = await self._run(store.load_feed, self.feed)
         rows: list[LeaseRow] = await self._run(
-            store.renew_leases, self.feed, self.owner, now + timedelta(seconds=duration)
+            store.renew_leases, self.feed, self.owner, until=now + timedelta(seconds=duration)
         )
         self._next_renewal = started + settings.renewal_period
         trusted = started + duration - settings.margin
@@ -235,10 +242,10 @@ class LeaseKeeper:
                 self.feed,
                 self.owner,
                 lease.pk,
-                lease.handing_to,
-                now,
-                until,
-                self.feed_settings.history,
+                to=lease.handing_to,
+                now=now,
+                until=until,
+                history=self.feed_settings.history,
             )
             self.leases.drop(
                 lease,
@@ -254,7 +261,7 @@ class LeaseKeeper:
         # Counted every pass: when a watcher exits gracefully its heartbeat row goes,
         # and the others' targets must rise at their next pass, not their next renewal.
         self.live_watchers = max(await self._run(store.count_live_watchers, self.feed, now), 1)
-        active = await self._run(store.count_active, self.feed, now, cap * self.live_watchers)
+        active = await self._run(store.count_active, self.feed, now, cap=cap * self.live_watchers)
         self._metrics.active_partitions.set(active)
         goal = balancing.target(active, self.live_watchers, cap)
         self.goal = goal
@@ -271,10 +278,10 @@ class LeaseKeeper:
             store.acquire_leases,
             self.feed,
             self.owner,
-            written,
-            written + timedelta(seconds=settings.lease_duration),
-            goal - held,
-            self.feed_settings.history,
+            now=written,
+            until=written + timedelta(seconds=settings.lease_duration),
+            limit=goal - held,
+            history=self.feed_settings.history,
         )
         trusted = started + settings.lease_duration - settings.margin
         for row in rows:
@@ -311,8 +318,8 @@ class LeaseKeeper:
                 self.feed,
                 self.owner,
                 pks,
-                self.clock.now(),
-                self.feed_settings.history,
+                now=self.clock.now(),
+                history=self.feed_settings.history,
             )
             for lease in list(self.leases.values()):
                 self.leases.drop(lease, Action.LEASE_RELEASED, f"released {lease.id!r}")

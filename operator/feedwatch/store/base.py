@@ -251,6 +251,7 @@ class StoreBase:
         self,
         conn: Connection,
         table: Table,
+        *,
         assignments: Sequence[tuple[str, str]],
         columns: Sequence[str],
         rows: Sequence[Sequence[Any]],
@@ -291,7 +292,11 @@ class StoreBase:
         source = dialects.rows_source(self.dialect, columns, count, dict(casts))
         return self.positional(
             dialects.update_from(
-                self.dialect, name, assign, source, f"{name}.pk = v.pk AND {name}.version = v.version"
+                self.dialect,
+                name,
+                assignments=assign,
+                source=source,
+                join=f"{name}.pk = v.pk AND {name}.version = v.version",
             )
         )
 

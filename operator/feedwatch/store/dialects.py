@@ -100,19 +100,11 @@ def rows_source(dialect: str, columns: Sequence[str], count: int, casts: dict[st
     return "(VALUES " + ", ".join(rows) + ") AS v(" + ", ".join(columns) + ")"
 
 
-def update_from(
-    dialect: str,
-    table: str,
-    assignments: str,
-    source: str,
-    join: str,
-    where: str = "",
-) -> str:
+def update_from(dialect: str, table: str, *, assignments: str, source: str, join: str) -> str:
     """``UPDATE table SET ... FROM source WHERE join`` in the dialect's syntax."""
-    extra = f" AND {where}" if where else ""
     if dialect == "mysql":
-        return f"UPDATE {table} JOIN {source} ON {join} SET {assignments} WHERE 1=1{extra}"
-    return f"UPDATE {table} SET {assignments} FROM {source} WHERE {join}{extra}"
+        return f"UPDATE {table} JOIN {source} ON {join} SET {assignments} WHERE 1=1"
+    return f"UPDATE {table} SET {assignments} FROM {source} WHERE {join}"
 
 
 def bind_rows(dialect: str, columns: Sequence[str], rows: Sequence[Sequence[Any]]) -> dict[str, Any]:

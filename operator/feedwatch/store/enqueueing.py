@@ -49,6 +49,7 @@ class EnqueueQueries(StoreBase):
         feed: str,
         partition: str,
         items: Sequence[NewItem],
+        *,
         gate: int | None,
         due: datetime,
         now: datetime,

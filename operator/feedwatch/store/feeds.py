@@ -24,7 +24,7 @@ _FEED_FIELDS = [f.name for f in dataclasses.fields(FeedSettings)]
 class FeedQueries(StoreBase):
     """The feeds table: one row of settings per feed."""
 
-    def save_feed(self, name: str, settings: FeedSettings, now: datetime, *, create_only: bool) -> bool:
+    def save_feed(self, name: str, settings: FeedSettings, *, now: datetime, create_only: bool) -> bool:
         """Create the feed, or update its settings; return True if it was created."""
         f = self.tables.feeds
         values = {k: getattr(settings, k) for k in _FEED_FIELDS}

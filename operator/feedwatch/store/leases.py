@@ -26,7 +26,7 @@ class LeaseQueries(StoreBase):
         return [LeaseRow(*row) for row in conn.execute(query)]
 
     def acquire_leases(
-        self, feed: str, owner: str, now: datetime, until: datetime, limit: int, history: bool
+        self, feed: str, owner: str, *, now: datetime, until: datetime, limit: int, history: bool
     ) -> list[LeaseRow]:
         """Take up to ``limit`` due partitions that are free or whose lease expired."""
         p = self.tables.partitions
@@ -80,7 +80,7 @@ class LeaseQueries(StoreBase):
 
         return self.transaction(work)
 
-    def renew_leases(self, feed: str, owner: str, until: datetime) -> list[LeaseRow]:
+    def renew_leases(self, feed: str, owner: str, *, until: datetime) -> list[LeaseRow]:
         """Extend every lease ``owner`` holds; the rows returned are exactly those it holds."""
         p = self.tables.partitions
 
@@ -94,7 +94,7 @@ class LeaseQueries(StoreBase):
 
         return self.transaction(work)
 
-    def release_leases(self, feed: str, owner: str, pks: list[int], now: datetime, history: bool) -> int:
+    def release_leases(self, feed: str, owner: str, pks: list[int], *, now: datetime, history: bool) -> int:
         """Give up leases (shutdown, idle partitions); others may take them at once."""
         if not pks:
             return 0
@@ -136,7 +136,7 @@ class LeaseQueries(StoreBase):
         return self.transaction(work)
 
     def hand_off(
-        self, feed: str, owner: str, pk: int, to: str, now: datetime, until: datetime, history: bool
+        self, feed: str, owner: str, pk: int, *, to: str, now: datetime, until: datetime, history: bool
     ) -> bool:
         """Give a partition straight to the watcher that asked for it (a steal)."""
         p = self.tables.partitions
@@ -211,7 +211,7 @@ class LeaseQueries(StoreBase):
         )
         return self.transaction(lambda c: {o: int(n) for o, n in c.execute(query)}, readonly=True)
 
-    def count_active(self, feed: str, now: datetime, cap: int) -> int:
+    def count_active(self, feed: str, now: datetime, *, cap: int) -> int:
         """Partitions with work due now, counted up to ``cap`` (cost bounded by the cap)."""
         p = self.tables.partitions
         due = (
@@ -226,7 +226,7 @@ class LeaseQueries(StoreBase):
 
     # -- heartbeats -------------------------------------------------------
 
-    def heartbeat(self, feed: str, owner: str, host: str, now: datetime, expires: datetime) -> None:
+    def heartbeat(self, feed: str, owner: str, host: str, *, now: datetime, expires: datetime) -> None:
         """Record that ``owner`` is alive and drop expired rows (balancing counts the live ones)."""
         h = self.tables.heartbeats
 

@@ -67,13 +67,13 @@ class ProcessingQueries(StoreBase):
         feed: str,
         owner: str,
         partition_pk: int,
+        *,
         epoch: int,
         gate: int,
         now: datetime,
         limit: int,
         max_unanswered: int,
         history: bool,
-        *,
         suspects: bool = False,
     ) -> tuple[list[Claimed], int] | None:
         """:meth:`claim_batch` for one partition: ``None`` if ``owner`` lost it."""
@@ -81,9 +81,9 @@ class ProcessingQueries(StoreBase):
             feed,
             owner,
             [ClaimRequest(partition_pk, epoch, gate, limit)],
-            now,
-            max_unanswered,
-            history,
+            now=now,
+            max_unanswered=max_unanswered,
+            history=history,
             suspects=suspects,
         )
         if partition_pk in batch.lost:
@@ -95,10 +95,10 @@ class ProcessingQueries(StoreBase):
         feed: str,
         owner: str,
         requests: Sequence[ClaimRequest],
+        *,
         now: datetime,
         max_unanswered: int,
         history: bool,
-        *,
         suspects: bool = False,
         probe: Collection[int] = (),
     ) -> ClaimBatch:
@@ -178,33 +178,33 @@ class ProcessingQueries(StoreBase):
             won = self.write_rows(
                 conn,
                 i,
-                [
+                assignments=[
                     ("attempts", f"{i.name}.attempts + 1"),
                     ("unanswered", f"{i.name}.unanswered + 1"),
                     ("claim_epoch", "v.epoch"),
                     ("updated_at", ":now"),
                 ],
-                ("pk", "version", "epoch"),
-                [(r.pk, r.version, wanted[r.partition_pk].epoch) for r in live],
-                {**_PK_CASTS, "epoch": "INTEGER"},
-                {"now": self.ts(now)},
-                token,
+                columns=("pk", "version", "epoch"),
+                rows=[(r.pk, r.version, wanted[r.partition_pk].epoch) for r in live],
+                casts={**_PK_CASTS, "epoch": "INTEGER"},
+                params={"now": self.ts(now)},
+                token=token,
             )
             dead_won: set[int] = set()
             if dead:
                 dead_won = self.write_rows(
                     conn,
                     i,
-                    [("status", "'failed'"), ("error", ":error"), ("updated_at", ":now")],
-                    ("pk", "version"),
-                    [(r.pk, r.version) for r in dead],
-                    _PK_CASTS,
-                    {
+                    assignments=[("status", "'failed'"), ("error", ":error"), ("updated_at", ":now")],
+                    columns=("pk", "version"),
+                    rows=[(r.pk, r.version) for r in dead],
+                    casts=_PK_CASTS,
+                    params={
                         "error": f"dispatched {max_unanswered} times without an answer: "
                         "its watcher died, hung or lost the lease during each attempt",
                         "now": self.ts(now),
                     },
-                    token,
+                    token=token,
                 )
             events: list[HistoryEvent] = []
             for r in live:
@@ -281,6 +281,7 @@ class ProcessingQueries(StoreBase):
         feed: str,
         owner: str,
         outcomes: list[ItemOutcome],
+        *,
         now: datetime,
         history: bool,
         token: str | None = None,
@@ -329,7 +330,7 @@ class ProcessingQueries(StoreBase):
             won = self.write_rows(
                 conn,
                 i,
-                [
+                assignments=[
                     ("status", "v.status"),
                     ("gate", "v.gate"),
                     ("data", f"CASE WHEN v.set_data = 1 THEN v.data ELSE {i.name}.data END"),
@@ -341,11 +342,11 @@ class ProcessingQueries(StoreBase):
                     ("claim_epoch", "NULL"),
                     ("updated_at", ":now"),
                 ],
-                _RESULT_COLUMNS,
-                rows,
-                _RESULT_CASTS,
-                {"now": self.ts(now)},
-                token,
+                columns=_RESULT_COLUMNS,
+                rows=rows,
+                casts=_RESULT_CASTS,
+                params={"now": self.ts(now)},
+                token=token,
             )
             if history:
                 events: list[HistoryEvent] = [
@@ -382,6 +383,7 @@ class ProcessingQueries(StoreBase):
         feed: str,
         owner: str,
         outcomes: list[ItemOutcome],
+        *,
         now: datetime,
         history: bool,
         token: str | None = None,
@@ -403,7 +405,9 @@ class ProcessingQueries(StoreBase):
 
         def attempt(part: list[ItemOutcome], again: bool) -> None:
             try:
-                report.won |= self.commit_results(feed, owner, part, now, history, token, again)
+                report.won |= self.commit_results(
+                    feed, owner, part, now=now, history=history, token=token, retrying=again
+                )
             except Exception as error:
                 if not is_data_error(error):
                     raise
@@ -426,8 +430,8 @@ class ProcessingQueries(StoreBase):
         feed: str,
         owner: str,
         partition_pk: int,
-        now: datetime,
         *,
+        now: datetime,
         auto_close: bool,
         manual_checkpoint: bool,
         failure_policy: str,
@@ -486,13 +490,13 @@ class ProcessingQueries(StoreBase):
                 feed,
                 owner,
                 partition_pk,
-                part.version,
-                decision.gate,
-                decision.action,
-                now,
-                _checkpoint_values(decision, message),
-                history,
-                message,
+                version=part.version,
+                gate=decision.gate,
+                action=decision.action,
+                now=now,
+                values=_checkpoint_values(decision, message),
+                history=history,
+                message=message,
             )
 
         return self.transaction(work)
@@ -503,6 +507,7 @@ class ProcessingQueries(StoreBase):
         feed: str,
         owner: str,
         pk: int,
+        *,
         version: int,
         gate: int,
         action: Any,

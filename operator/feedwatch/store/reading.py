@@ -86,7 +86,7 @@ class ReadingQueries(StoreBase):
         query = query.order_by(i.c.pk).limit(limit)
         return self.transaction(lambda c: [ItemRow(*r) for r in c.execute(query)], readonly=True)  # type: ignore[call-arg]
 
-    def summary(self, feed: str, partition: str, failed_limit: int = 20) -> PartitionSummary:
+    def summary(self, feed: str, partition: str, *, failed_limit: int = 20) -> PartitionSummary:
         part = self.partition(feed, partition)
         i = self.tables.items
 
@@ -115,7 +115,7 @@ class ReadingQueries(StoreBase):
         query = select(p.c.status, func.count()).where(p.c.feed == feed).group_by(p.c.status)
         return self.transaction(lambda c: {s: int(n) for s, n in c.execute(query)}, readonly=True)
 
-    def backlog(self, feed: str, now: datetime, cap: int = 1_000_000) -> int:
+    def backlog(self, feed: str, now: datetime, *, cap: int = 1_000_000) -> int:
         """Available items in available partitions, counted up to ``cap``."""
         p, i = self.tables.partitions, self.tables.items
         inner = (

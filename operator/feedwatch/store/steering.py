@@ -23,7 +23,7 @@ from feedwatch.store.base import CHUNK, HistoryEvent, StoreBase, partition_not_f
 class SteeringQueries(StoreBase):
     """User actions on partitions, each in one transaction."""
 
-    def redrive(self, feed: str, partition: str | None, now: datetime, history: bool) -> int:
+    def redrive(self, feed: str, partition: str | None, *, now: datetime, history: bool) -> int:
         """Reset failed items (attempts to 0, history kept, due now), reopen, clear leases.
 
         Idempotent: a second call finds nothing failed. Failed items below the
@@ -119,7 +119,7 @@ class SteeringQueries(StoreBase):
 
         return self.transaction(work)
 
-    def move_gate(self, feed: str, partition: str, gate: int, now: datetime, history: bool) -> int:
+    def move_gate(self, feed: str, partition: str, gate: int, *, now: datetime, history: bool) -> int:
         """Move a partition's gate by hand (manual checkpoint); returns the old gate."""
         p, i = self.tables.partitions, self.tables.items
 
@@ -161,7 +161,7 @@ class SteeringQueries(StoreBase):
 
         return self.transaction(work)
 
-    def cancel(self, feed: str, partition: str, now: datetime, history: bool) -> int:
+    def cancel(self, feed: str, partition: str, *, now: datetime, history: bool) -> int:
         """Fail a partition's open items and the partition itself ("cancelled"); re-drive undoes it."""
         p, i = self.tables.partitions, self.tables.items
 
