@@ -17,7 +17,7 @@ if TYPE_CHECKING:
     from bench.harness import Database
 
 #: Seconds one peer run may take before it is killed and reported as failed.
-TIMEOUT = 400.0
+TIMEOUT = 600.0
 FEEDWATCH_VARIANT = "tuned, history on"
 GOAL = 10.0
 
