@@ -312,6 +312,7 @@ class Dispatcher:
                     history=self._feed_settings().history,
                     token=self._batch_token,
                     retrying=again,
+                    checkpoint=self.checkpointer.policy(),
                 )
             except Exception as error:
                 self.liveness.commit_failed(
@@ -352,6 +353,10 @@ class Dispatcher:
                 if lease.in_flight == 0:
                     lease.idle_until = 0.0
             self.pending[:0] = retry  # first in the next batch
+            for pk, decision in report.decisions.items():
+                emptied = self.leases.get(pk)
+                if emptied is not None and not emptied.dropped:
+                    await self.checkpointer.follow(emptied, decision)
             self.wake.set()
 
     def _refused(

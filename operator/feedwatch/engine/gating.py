@@ -32,7 +32,7 @@ from feedwatch.observability.actions import Action
 from feedwatch.observability.metrics import Metrics
 from feedwatch.settings import FeedSettings
 from feedwatch.store import Store
-from feedwatch.store.records import CheckpointDecision, GateSnapshot
+from feedwatch.store.records import CheckpointDecision, CheckpointPolicy, GateSnapshot
 
 
 def next_step(snapshot: GateSnapshot) -> CheckpointDecision:
@@ -97,6 +97,17 @@ class Checkpointer:
         self._run = run
         self._metrics = metrics
         self._hold_for = hold_for
+
+    def policy(self) -> CheckpointPolicy:
+        """The rules a checkpoint follows now (the feed's settings may change at any renewal)."""
+        s = self._feed_settings()
+        return CheckpointPolicy(
+            auto_close=s.auto_close,
+            manual_checkpoint=s.manual_checkpoint,
+            failure_policy=s.failure_policy,
+            hold_for=self._hold_for,
+            rule=next_step,
+        )
 
     async def checkpoint(self, lease: Lease) -> bool:
         """Evaluate the lease's partition; return True if it has work to claim now."""

@@ -21,6 +21,7 @@ from feedwatch.errors import DatabaseUnavailableError
 from feedwatch.store.base import HistoryEvent, Positional, StoreBase, bounded, new_token
 from feedwatch.store.records import (
     CheckpointDecision,
+    CheckpointPolicy,
     ClaimBatch,
     Claimed,
     ClaimRequest,
@@ -289,6 +290,8 @@ class ProcessingQueries(StoreBase):
     ) -> set[int]:
         """Write a batch of results; return the pks whose write won.
 
+        See :meth:`commit_results_isolating` for a checkpoint in the same transaction.
+
         A result whose item changed since its claim (another watcher took the
         partition and re-claimed it, or a user re-drove it) loses and is
         discarded. If the connection breaks during COMMIT, the outcome is
@@ -297,8 +300,25 @@ class ProcessingQueries(StoreBase):
         an earlier attempt that did land are recognised as its own, and the
         rest is written now.
         """
+        return self._commit(
+            feed, owner, outcomes, now=now, history=history, token=token, retrying=retrying, checkpoint=None
+        )[0]
+
+    def _commit(
+        self,
+        feed: str,
+        owner: str,
+        outcomes: list[ItemOutcome],
+        *,
+        now: datetime,
+        history: bool,
+        token: str | None,
+        retrying: bool,
+        checkpoint: CheckpointPolicy | None,
+    ) -> tuple[set[int], dict[int, CheckpointDecision]]:
+        """:meth:`commit_results`; with ``checkpoint``, also decide every partition the batch emptied."""
         if not outcomes:
-            return set()
+            return set(), {}
         i = self.tables.items
         token = token or new_token()
         landed: set[int] = set()
@@ -309,7 +329,7 @@ class ProcessingQueries(StoreBase):
                 log.info("an earlier attempt of this batch was committed (%d rows)", len(landed))
                 outcomes = [o for o in outcomes if o.pk not in landed]
                 if not outcomes:
-                    return landed
+                    return landed, {}
         rows = [
             (
                 o.pk,
@@ -326,7 +346,7 @@ class ProcessingQueries(StoreBase):
             for o in outcomes
         ]
 
-        def work(conn: Connection) -> set[int]:
+        def work(conn: Connection) -> tuple[set[int], dict[int, CheckpointDecision]]:
             won = self.write_rows(
                 conn,
                 i,
@@ -365,18 +385,29 @@ class ProcessingQueries(StoreBase):
                     if o.pk in won
                 ]
                 self.write_history(conn, feed, events, at=now, owner=owner)
-            return won
+            decided: dict[int, CheckpointDecision] = {}
+            if checkpoint is not None and won:
+                # The fan-in point: a gate emptied by this batch moves on in this
+                # transaction, so the next gate's claim needs no checkpoint round trip.
+                touched = {o.partition_pk for o in outcomes if o.pk in won}
+                for pk in self._emptied(conn, owner, touched):
+                    decided[pk] = self._checkpoint(
+                        conn, feed, owner, pk, now=now, policy=checkpoint, history=history
+                    )
+            return won, decided
 
         try:
-            return landed | self.transaction(work)
+            won, decided = self.transaction(work)
         except DatabaseUnavailableError:
-            # The COMMIT may or may not have reached the database: ask it.
+            # The COMMIT may or may not have reached the database: ask it. What a
+            # checkpoint decided then is unknown: the next claim finds out.
             pks = [o.pk for o in outcomes]
             won = self.transaction(lambda c: self.read_token(c, i, pks, token))
             if won:
                 log.info("ambiguous commit resolved as applied (%d rows)", len(won))
-                return landed | won
+                return landed | won, {}
             raise
+        return landed | won, decided
 
     def commit_results_isolating(
         self,
@@ -388,8 +419,13 @@ class ProcessingQueries(StoreBase):
         history: bool,
         token: str | None = None,
         retrying: bool = False,
+        checkpoint: CheckpointPolicy | None = None,
     ) -> CommitReport:
         """:meth:`commit_results`, with the rows the database refuses set apart.
+
+        With ``checkpoint``, a partition whose gate this batch emptied (its
+        last results at the gate) is decided in the same transaction, as
+        :meth:`evaluate_checkpoint` would: ``decisions`` holds what was decided.
 
         A batch that fails for its data (a value out of a column's range, a
         string the column cannot hold) is split in halves, recursively, so only
@@ -405,9 +441,18 @@ class ProcessingQueries(StoreBase):
 
         def attempt(part: list[ItemOutcome], again: bool) -> None:
             try:
-                report.won |= self.commit_results(
-                    feed, owner, part, now=now, history=history, token=token, retrying=again
+                won, decided = self._commit(
+                    feed,
+                    owner,
+                    part,
+                    now=now,
+                    history=history,
+                    token=token,
+                    retrying=again,
+                    checkpoint=checkpoint,
                 )
+                report.won |= won
+                report.decisions.update(decided)
             except Exception as error:
                 if not is_data_error(error):
                     raise
@@ -448,58 +493,92 @@ class ProcessingQueries(StoreBase):
         a pure function of what was read (the engine's gate rule,
         ``feedwatch.engine.gating.next_step``: the store imports no engine).
         """
+        policy = CheckpointPolicy(auto_close, manual_checkpoint, failure_policy, hold_for, rule)
+        return self.transaction(
+            lambda conn: self._checkpoint(
+                conn, feed, owner, partition_pk, now=now, policy=policy, history=history
+            )
+        )
+
+    def _checkpoint(
+        self,
+        conn: Connection,
+        feed: str,
+        owner: str,
+        partition_pk: int,
+        *,
+        now: datetime,
+        policy: CheckpointPolicy,
+        history: bool,
+    ) -> CheckpointDecision:
+        """Lock the partition, read its snapshot, let ``policy.rule`` decide, write the decision."""
         p, i = self.tables.partitions, self.tables.items
-
-        def work(conn: Connection) -> CheckpointDecision:
-            part = conn.execute(
-                select(p.c.gate, p.c.version, p.c.status, p.c.owner)
-                .where(p.c.pk == partition_pk)
-                .with_for_update()
-            ).first()
-            if part is None or part.owner != owner or part.status != "available":
-                return CheckpointDecision("lost", part.gate if part else 0)
-            available = conn.execute(
-                select(i.c.gate, func.min(i.c.next_attempt_at))
-                .where(i.c.partition_pk == partition_pk, i.c.status == "available")
-                .group_by(i.c.gate)
-                .order_by(i.c.gate)
-            ).all()
-            failed = conn.execute(
-                select(i.c.id, i.c.gate, i.c.error)
-                .where(i.c.partition_pk == partition_pk, i.c.status == "failed")
-                .order_by(i.c.gate, i.c.pk)
-                .limit(1)
-            ).first()
-            decision = rule(
-                GateSnapshot(
-                    gate=part.gate,
-                    now=now,
-                    available=tuple(GateDue(gate, due) for gate, due in available),
-                    failed=None if failed is None else FailedItem(*failed),
-                    auto_close=auto_close,
-                    manual_checkpoint=manual_checkpoint,
-                    failure_policy=failure_policy,
-                    hold_for=hold_for,
-                )
-            )
-            if decision.action in ("work", "held", "lost"):
-                return decision  # nothing to write
-            message = bounded(decision.message) if decision.action == "failed" else decision.message
-            return self._write_partition(
-                conn,
-                feed,
-                owner,
-                partition_pk,
-                version=part.version,
-                gate=decision.gate,
-                action=decision.action,
+        part = conn.execute(
+            select(p.c.gate, p.c.version, p.c.status, p.c.owner)
+            .where(p.c.pk == partition_pk)
+            .with_for_update()
+        ).first()
+        if part is None or part.owner != owner or part.status != "available":
+            return CheckpointDecision("lost", part.gate if part else 0)
+        available = conn.execute(
+            select(i.c.gate, func.min(i.c.next_attempt_at))
+            .where(i.c.partition_pk == partition_pk, i.c.status == "available")
+            .group_by(i.c.gate)
+            .order_by(i.c.gate)
+        ).all()
+        failed = conn.execute(
+            select(i.c.id, i.c.gate, i.c.error)
+            .where(i.c.partition_pk == partition_pk, i.c.status == "failed")
+            .order_by(i.c.gate, i.c.pk)
+            .limit(1)
+        ).first()
+        decision = policy.rule(
+            GateSnapshot(
+                gate=part.gate,
                 now=now,
-                values=_checkpoint_values(decision, message),
-                history=history,
-                message=message,
+                available=tuple(GateDue(gate, due) for gate, due in available),
+                failed=None if failed is None else FailedItem(*failed),
+                auto_close=policy.auto_close,
+                manual_checkpoint=policy.manual_checkpoint,
+                failure_policy=policy.failure_policy,
+                hold_for=policy.hold_for,
             )
+        )
+        if decision.action in ("work", "held", "lost"):
+            return decision  # nothing to write
+        message = bounded(decision.message) if decision.action == "failed" else decision.message
+        return self._write_partition(
+            conn,
+            feed,
+            owner,
+            partition_pk,
+            version=part.version,
+            gate=decision.gate,
+            action=decision.action,
+            now=now,
+            values=_checkpoint_values(decision, message),
+            history=history,
+            message=message,
+        )
 
-        return self.transaction(work)
+    def _emptied(self, conn: Connection, owner: str, partition_pks: Collection[int]) -> list[int]:
+        """Of ``partition_pks``, those still ours with no available item left at their gate.
+
+        Items in flight are still ``available`` (claimed), so a partition shows
+        here only once the last result at its gate is written: the fan-in point.
+        """
+        p, i = self.tables.partitions, self.tables.items
+        left = (
+            select(i.c.pk)
+            .where(i.c.partition_pk == p.c.pk, i.c.status == "available", i.c.gate == p.c.gate)
+            .exists()
+        )
+        rows = conn.execute(
+            select(p.c.pk)
+            .where(p.c.pk.in_(sorted(partition_pks)), p.c.owner == owner, p.c.status == "available", ~left)
+            .order_by(p.c.pk)
+        )
+        return [pk for (pk,) in rows]
 
     def _write_partition(
         self,
@@ -574,6 +653,8 @@ class CommitReport:
     won: set[int] = field(default_factory=set)
     #: pk -> why the database refused the row (its own message, one line).
     rejected: dict[int, str] = field(default_factory=dict)
+    #: partition pk -> the checkpoint decided in the commit (the gate it emptied).
+    decisions: dict[int, CheckpointDecision] = field(default_factory=dict)
 
 
 def is_data_error(error: BaseException) -> bool:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Literal, NamedTuple
@@ -187,6 +188,21 @@ class GateSnapshot:
     failure_policy: str
     #: Seconds within which an item due soon keeps the partition held, not released.
     hold_for: float
+
+
+@dataclass(frozen=True)
+class CheckpointPolicy:
+    """How a partition with nothing left to claim moves on: the feed's rules and the gate rule.
+
+    ``rule`` is the engine's (``feedwatch.engine.gating.next_step``), handed to
+    the store as an argument so the store imports nothing from the engine.
+    """
+
+    auto_close: bool
+    manual_checkpoint: bool
+    failure_policy: str
+    hold_for: float
+    rule: Callable[[GateSnapshot], CheckpointDecision]
 
 
 @dataclass(frozen=True)
