@@ -26,13 +26,16 @@ POLICY = CheckpointPolicy(
 
 def _lease(store: Store, feed: Feed) -> LeaseRow:
     now = store.now()
-    [lease] = store.acquire_leases(feed.name, "w1", now, now + timedelta(seconds=30), 10, True)
+    [lease] = store.acquire_leases(
+        feed.name, "w1", now=now, until=now + timedelta(seconds=30), limit=10, history=True
+    )
     return lease
 
 
 def _claim(store: Store, feed: Feed, lease: LeaseRow, gate: int) -> list[Claimed]:
     request = ClaimRequest(lease.pk, lease.lease_epoch, gate, 10)
-    return store.claim_batch(feed.name, "w1", [request], store.now(), 3, True).claimed.get(lease.pk, [])
+    batch = store.claim_batch(feed.name, "w1", [request], now=store.now(), max_unanswered=3, history=True)
+    return batch.claimed.get(lease.pk, [])
 
 
 def _done(lease: LeaseRow, claimed: Claimed) -> ItemOutcome:
@@ -46,7 +49,9 @@ def _done(lease: LeaseRow, claimed: Claimed) -> ItemOutcome:
 def _commit(
     store: Store, feed: Feed, outcomes: list[ItemOutcome], checkpoint: CheckpointPolicy | None = None
 ) -> CommitReport:
-    return store.commit_results_isolating(feed.name, "w1", outcomes, store.now(), True, checkpoint=checkpoint)
+    return store.commit_results_isolating(
+        feed.name, "w1", outcomes, now=store.now(), history=True, checkpoint=checkpoint
+    )
 
 
 def test_the_batch_with_a_gates_last_results_advances_the_partition_in_its_commit(
@@ -100,7 +105,7 @@ def test_a_partition_another_watcher_holds_is_not_decided(feed: Feed, store: Sto
     lease = _lease(store, feed)
     [a] = _claim(store, feed, lease, gate=0)
     report = store.commit_results_isolating(
-        feed.name, "w2", [_done(lease, a)], store.now(), True, checkpoint=POLICY
+        feed.name, "w2", [_done(lease, a)], now=store.now(), history=True, checkpoint=POLICY
     )
     assert report.decisions == {}, "only the owner decides its partitions"
     assert feed.partition("p").gate == 0
