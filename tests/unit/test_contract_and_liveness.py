@@ -118,11 +118,11 @@ def test_an_outcome_is_built_whatever_the_answer_holds() -> None:
         SystemExit(2),
     ]
     for answer in answers:
-        outcome = retrying.outcome(7, CLAIMED, answer, settings, NOW, rng)
+        outcome = retrying.outcome(7, CLAIMED, answer, settings=settings, now=NOW, rng=rng)
         assert outcome.pk == 1 and outcome.partition_pk == 7 and outcome.version == 2
         assert outcome.next_attempt_at <= NOW + timedelta(seconds=retrying.MAX_DELAY)
         assert outcome.kind == "poll" or outcome.error, (answer, outcome)
-    treacherous = retrying.outcome(7, CLAIMED, _Treacherous(), settings, NOW, rng)
+    treacherous = retrying.outcome(7, CLAIMED, _Treacherous(), settings=settings, now=NOW, rng=rng)
     assert treacherous.kind == "retry" and "RuntimeError: data exploded" in (treacherous.error or "")
 
 

@@ -151,7 +151,7 @@ def _check(outcome: ItemOutcome, expected: Expected) -> None:
     ],
 )
 def test_outcome(answer: Result | BaseException, settings: FeedSettings, expected: Expected) -> None:
-    _check(retrying.outcome(5, CLAIMED, answer, settings, NOW, random.Random(1)), expected)
+    _check(retrying.outcome(5, CLAIMED, answer, settings=settings, now=NOW, rng=random.Random(1)), expected)
 
 
 @pytest.mark.parametrize(

@@ -244,7 +244,7 @@ class Dispatcher:
             self.metrics.latency.observe(self.clock.monotonic() - started)
             self.metrics.in_flight.set(self.calls_in_flight)
             outcome = retrying.outcome(
-                lease.pk, claimed, answer, self._feed_settings(), self.clock.now(), self.rng
+                lease.pk, claimed, answer, settings=self._feed_settings(), now=self.clock.now(), rng=self.rng
             )
             if outcome.kind != "complete":
                 self.log.debug(

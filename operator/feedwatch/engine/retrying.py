@@ -60,6 +60,7 @@ def outcome(
     partition_pk: int,
     claimed: Claimed,
     answer: Result | BaseException,
+    *,
     settings: FeedSettings,
     now: datetime,
     rng: random.Random,
@@ -67,7 +68,7 @@ def outcome(
     """The item's next state after one processor call; never raises for what the answer holds."""
     base = _claim_fields(partition_pk, claimed, now, failures=claimed.failures)
     try:
-        return _next_state(answer, base, claimed, settings, now, rng)
+        return _next_state(answer, base, claimed, settings=settings, now=now, rng=rng)
     except Exception as error:
         # The answer itself is the trouble (e.g. a Result subclass whose
         # attributes raise): a failure of the item, counted and retried.
@@ -123,23 +124,24 @@ def _next_state(
     answer: Result | BaseException,
     base: dict[str, Any],
     claimed: Claimed,
+    *,
     settings: FeedSettings,
     now: datetime,
     rng: random.Random,
 ) -> ItemOutcome:
     """:func:`outcome`'s rule; ``base`` holds the claim's fields, and is updated (the data)."""
     if isinstance(answer, BaseException):
-        return _failure(base, claimed, answer, settings, now, rng)
+        return _failure(base, claimed, answer, settings=settings, now=now, rng=rng)
     try:
         check_result(answer)  # a Processor of the user's own may build any Result
     except RetryableError as error:
-        return _failure(base, claimed, error, settings, now, rng)
+        return _failure(base, claimed, error, settings=settings, now=now, rng=rng)
     if answer.data is not UNSET:
         try:
             data = encode_data(answer.data)
         except (TypeError, ValueError, OverflowError, RecursionError) as error:
             reason = RetryableError(f"the result data cannot be stored as JSON: {describe(error)}")
-            return _failure(base, claimed, reason, settings, now, rng)
+            return _failure(base, claimed, reason, settings=settings, now=now, rng=rng)
         if data is not None and len(data) > settings.max_item_bytes:
             return _fail(
                 base,
@@ -177,6 +179,7 @@ def _failure(
     base: dict[str, Any],
     claimed: Claimed,
     error: BaseException,
+    *,
     settings: FeedSettings,
     now: datetime,
     rng: random.Random,
