@@ -7,10 +7,15 @@ item under the ``block`` policy, advance to the lowest gate that still has
 available items (or go idle under a manual checkpoint), close it when
 everything is complete (auto-close), or let it go idle.
 
-Who calls it: the store, inside the transaction that read the snapshot (see
-:meth:`~feedwatch.store.processing.ProcessingQueries.evaluate_checkpoint`),
-which writes the decision fenced by the partition's version, which every
-enqueue bumps, so a decision made on stale knowledge loses and is taken again.
+Who calls it: the store, inside the transaction that read the snapshot, which
+writes the decision fenced by the partition's version, which every enqueue
+bumps, so a decision made on stale knowledge loses and is taken again. Two
+transactions do: the commit of a result batch, for each partition whose last
+available item at its gate the batch answered (the fan-in point: the next
+gate is claimable when the commit returns), and
+:meth:`~feedwatch.store.processing.ProcessingQueries.evaluate_checkpoint`, when
+a claim finds nothing due (items waiting for a retry, a gate moved by hand, a
+commit whose fate was unknown).
 The engine hands the rule to the store as an argument: the store stays below
 the engine and imports nothing from it, and the rule stays here, testable as a
 table without a database.
