@@ -27,6 +27,8 @@ _HISTORY_COLUMNS = (
     "feed", "partition_pk", "item_pk", "event", "from_version", "from_status", "to_status",
     "gate", "attempt", "owner", "message", "at",
 )  # fmt: skip
+#: The columns each history row states; the feed (first) and the time (last) are per statement.
+_HISTORY_ROW_COLUMNS = _HISTORY_COLUMNS[1:-1]
 
 
 _HISTORY_TYPES = dict(
@@ -221,29 +223,39 @@ class StoreBase:
 
         Each event gets the feed and the time ``at``; ``owner`` and
         ``partition_pk`` are the defaults of events that do not name their
-        own. The rows go in multi-row INSERTs of up to 500 rows (PostgreSQL:
-        one array per column), in the order given.
+        own. PostgreSQL gets one array per column (``unnest``), MariaDB
+        multi-row INSERTs of up to 500 rows with the feed and the time bound
+        once per statement, SQLite the driver's executemany; in the order given.
         """
         if not events:
             return
-        rows = [{"feed": feed, "at": at, "owner": owner, "partition_pk": partition_pk, **e} for e in events]
-        name = self.tables.history.name
+        rows = [{"owner": owner, "partition_pk": partition_pk, **e} for e in events]
+        name, columns = self.tables.history.name, ", ".join(_HISTORY_COLUMNS)
         if self.dialect == "postgresql":
-            arrays = ", ".join(f"CAST(:{c} AS {t}[])" for c, t in _HISTORY_TYPES.items())
-            statement = self.positional(
-                f"INSERT INTO {name} ({', '.join(_HISTORY_COLUMNS)}) SELECT * FROM unnest({arrays})"
+            arrays = ", ".join(
+                f"CAST(:{c} AS {t}[])" for c, t in _HISTORY_TYPES.items() if c not in ("feed", "at")
             )
-            self.run(conn, statement, {c: [row.get(c) for row in rows] for c in _HISTORY_COLUMNS})
+            statement = self.positional(
+                f"INSERT INTO {name} ({columns}) SELECT :feed, u.*, :at FROM unnest({arrays}) AS u"
+            )
+            arrays_of = {c: [row.get(c) for row in rows] for c in _HISTORY_ROW_COLUMNS}
+            self.run(conn, statement, {"feed": feed, "at": at, **arrays_of})
+            return
+        stamp = self.ts(at)
+        if self.dialect == "sqlite":
+            marks = ", ".join("?" for _ in _HISTORY_COLUMNS)
+            conn.exec_driver_sql(
+                f"INSERT INTO {name} ({columns}) VALUES ({marks})",
+                [(feed, *(row.get(c) for c in _HISTORY_ROW_COLUMNS), stamp) for row in rows],
+            )
             return
         for start in range(0, len(rows), 500):
             chunk = rows[start : start + 500]
-            statement = self._history_sql(name, len(chunk))
-            params: dict[str, Any] = {}
+            params: dict[str, Any] = {"feed": feed, "at": stamp}
             for n, row in enumerate(chunk):
-                for column in _HISTORY_COLUMNS:
-                    value = row.get(column)
-                    params[f"{column}_{n}"] = self.ts(value) if isinstance(value, datetime) else value
-            self.run(conn, statement, params)
+                for column in _HISTORY_ROW_COLUMNS:
+                    params[f"{column}_{n}"] = row.get(column)
+            conn.exec_driver_sql(self._history_sql(name, len(chunk)), params)
 
     # -- multi-row writes -------------------------------------------------
 
@@ -334,11 +346,12 @@ class StoreBase:
         return {row[0] for row in self.run(conn, statement, params)}
 
     @functools.lru_cache(maxsize=64)  # noqa: B019 - one store per process; keys are small
-    def _history_sql(self, name: str, count: int) -> Positional:
-        values = ", ".join(
-            "(" + ", ".join(f":{column}_{n}" for column in _HISTORY_COLUMNS) + ")" for n in range(count)
-        )
-        return self.positional(f"INSERT INTO {name} ({', '.join(_HISTORY_COLUMNS)}) VALUES {values}")
+    @functools.lru_cache(maxsize=64)  # noqa: B019 - one store per process; keys are small
+    def _history_sql(self, name: str, count: int) -> str:
+        """MariaDB's multi-row history INSERT (PyMySQL's named style: shared values escaped once)."""
+        row = ", ".join(f"%({column}_{{n}})s" for column in _HISTORY_ROW_COLUMNS)
+        values = ", ".join("(%(feed)s, " + row.format(n=n) + ", %(at)s)" for n in range(count))
+        return f"INSERT INTO {name} ({', '.join(_HISTORY_COLUMNS)}) VALUES {values}"
 
     def _raw_row(self, row: Sequence[Any]) -> list[Any]:
         return [self.ts(v) if isinstance(v, datetime) else v for v in row]
