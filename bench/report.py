@@ -469,7 +469,7 @@ class Report:
 
 def _peer_cells(feedwatch: tuple[float, float] | None, o: Any) -> tuple[str, str, str, str]:
     """Shape, tasks/s, fan-in median and feedwatch / peer of one peer outcome."""
-    shape = "fan-out/fan-in" if o.fanin else "independent jobs (no fan-in)"
+    shape = "fan-out/fan-in" if o.fanin else "independent jobs, no fan-in"
     if o.error:
         return shape, f"failed: {o.error}", "", ""
     fanin = f"{o.fanin_median:.3f} s" if o.fanin else "-"

@@ -42,7 +42,7 @@ def test_report_divides_feedwatch_by_the_best_peer_of_each_shape_and_shows_failu
     assert "30.0 item-gates/s, fan-in median 0.250 s" in md
     assert "| chancy | fan-out/fan-in | 3.00 tasks/s | 0.400 s | 10.0x | AsyncExecutor, eager polling |" in md
     assert "| dbos | fan-out/fan-in | 10.0 tasks/s |" in md
-    assert "| pgqueuer | independent jobs (no fan-in) | 1,000 tasks/s | - | 0.0x | batch 100 |" in md
+    assert "| pgqueuer | independent jobs, no fan-in | 1,000 tasks/s | - | 0.0x | batch 100 |" in md
     assert "| celery | fan-out/fan-in | failed: timed out after 400 s |" in md
     assert "feedwatch / best fan-in peer (dbos): **3.0x**" in md
     assert "feedwatch / best independent-jobs peer (pgqueuer): **0.0x**" in md
@@ -50,6 +50,7 @@ def test_report_divides_feedwatch_by_the_best_peer_of_each_shape_and_shows_failu
     text = "\n".join(peers_text(peers))
     assert "chancy (fan-out/fan-in): 3.00 tasks/s, fan-in median 0.400 s, feedwatch / chancy 10.0x" in text
     assert "celery (fan-out/fan-in): failed: timed out after 400 s" in text
+    assert "pgqueuer (independent jobs, no fan-in): 1,000 tasks/s, feedwatch / pgqueuer 0.0x" in text
 
 
 def test_report_without_a_feedwatch_figure_says_so_and_prints_no_ratio() -> None:
@@ -57,4 +58,4 @@ def test_report_without_a_feedwatch_figure_says_so_and_prints_no_ratio() -> None
     md = "\n".join(peers_markdown({"PostgreSQL": (None, [jobs])}))
     assert "feedwatch: no figure" in md
     assert "**" not in md
-    assert "| procrastinate | independent jobs (no fan-in) | 250 tasks/s | - |  |" in md
+    assert "| procrastinate | independent jobs, no fan-in | 250 tasks/s | - |  |" in md
