@@ -2,7 +2,7 @@
 
 One module per peer (``<name>_peer.py``: ``DATABASES``, ``FANIN``,
 ``describe(database)`` and ``drive(ctx)``), the shared task bodies and timing
-log (``common``), the subprocess runner with its timeout and the measurement
+log (``workload``), the subprocess runner with its timeout and the measurement
 (``runner``), and the scenario that puts feedwatch's figure next to theirs
 (``scenario``). docs/benchmarks.md, "Peers", has the settings and figures.
 """

@@ -17,7 +17,7 @@ from typing import Any
 import kombu.transport.sqlalchemy
 from celery import Celery, chord  # type: ignore[import-untyped]
 
-from bench.peers.common import Context, fanin_body, item_body, python
+from bench.peers.workload import Context, fanin_body, item_body, python
 
 DATABASES = ("sqlite", "mariadb")
 FANIN = True

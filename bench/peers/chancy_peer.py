@@ -17,7 +17,7 @@ from chancy import Chancy, Queue, Worker, job  # type: ignore[import-untyped]
 from chancy.plugins.leadership import Leadership  # type: ignore[import-untyped]
 from chancy.plugins.workflow import Workflow, WorkflowPlugin  # type: ignore[import-untyped]
 
-from bench.peers.common import Context, fanin_body, item_body, libpq, python
+from bench.peers.workload import Context, fanin_body, item_body, libpq, python
 
 DATABASES = ("postgresql",)
 FANIN = True

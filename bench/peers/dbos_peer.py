@@ -16,7 +16,7 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from bench.peers.common import Context, fanin_body, item_body, libpq
+from bench.peers.workload import Context, fanin_body, item_body, libpq
 
 DATABASES = ("postgresql", "sqlite")
 FANIN = True

@@ -13,7 +13,7 @@ from typing import Any
 
 from huey import SqliteHuey, group  # type: ignore[import-untyped]
 
-from bench.peers.common import Context, fanin_body, item_body, python
+from bench.peers.workload import Context, fanin_body, item_body, python
 
 DATABASES = ("sqlite",)
 FANIN = True

@@ -12,7 +12,7 @@ import asyncio
 import sys
 from datetime import timedelta
 
-from bench.peers.common import Context, item_body, libpq, python
+from bench.peers.workload import Context, item_body, libpq, python
 
 DATABASES = ("postgresql",)
 FANIN = False

@@ -13,7 +13,7 @@ from typing import Any
 
 import procrastinate
 
-from bench.peers.common import Context, item_body, libpq, python
+from bench.peers.workload import Context, item_body, libpq, python
 
 DATABASES = ("postgresql",)
 FANIN = False

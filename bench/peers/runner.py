@@ -6,7 +6,7 @@ file next to feedwatch's, starts ``python -m bench.peers.runner`` (the peer's
 driver: it enqueues, starts the peer's workers and waits for every task's
 line in the log) in its own session, and kills that whole session when the
 timeout passes, so a stuck peer cannot hang the bench. The figures come from
-the log (``bench.peers.common``).
+the log (``bench.peers.workload``).
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from types import ModuleType
 
-from bench.peers.common import FANIN, ITEM, LOG_ENV, Context
+from bench.peers.workload import FANIN, ITEM, LOG_ENV, Context
 
 #: The peers, in report order. Each module has DATABASES, FANIN, SETTINGS and drive(ctx).
 PEERS = ("huey", "celery", "dbos", "chancy", "pgqueuer", "procrastinate")

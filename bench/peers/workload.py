@@ -1,4 +1,4 @@
-"""What every peer shares: the task bodies, the timing log, the driver's context.
+"""The workload every peer runs: the task bodies, the timing log, the driver's context.
 
 Every peer runs the same workload: ``partitions`` x ``items`` item tasks, and
 per partition one fan-in task that may start only after all its items
