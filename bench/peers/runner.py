@@ -152,31 +152,35 @@ def run(
 
         env = watcher_env()
     started = time.monotonic()
-    with open(out, "wb") as output:
-        proc = subprocess.Popen(cmd, env=env, stdout=output, stderr=subprocess.STDOUT, start_new_session=True)
-        try:
-            proc.wait(timeout)
-        except subprocess.TimeoutExpired:
-            outcome.error = f"timed out after {timeout:.0f} s"
-        except BaseException:
-            _kill_session(proc)
-            raise
-        finally:
-            _kill_session(proc)  # the driver's workers too
-    lines = log.read_text().splitlines() if log.exists() else []
-    measure(lines, outcome)
-    if outcome.error is None and proc.returncode != 0:
-        tail = out.read_text(errors="replace").strip().splitlines()[-1:] or ["(no output)"]
-        outcome.error = f"exit {proc.returncode}: {tail[0][:300]}"
-    expected = partitions * items + (partitions if outcome.fanin else 0)
-    if outcome.error is None and outcome.tasks != expected:
-        outcome.error = f"{outcome.tasks} of {expected} tasks logged"
-    if outcome.error is not None:
-        outcome.error += f" ({outcome.tasks} tasks done in {time.monotonic() - started:.0f} s; see {out})"
     try:
-        drop_database(peer, database, url)
-    except Exception as error:
-        print(f"  warning: could not drop the {peer} database: {error}", flush=True)
+        with open(out, "wb") as output:
+            proc = subprocess.Popen(
+                cmd, env=env, stdout=output, stderr=subprocess.STDOUT, start_new_session=True
+            )
+            try:
+                proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                outcome.error = f"timed out after {timeout:.0f} s"
+            finally:
+                _kill_session(proc)  # the driver's workers too, also when the bench is interrupted
+        lines = log.read_text().splitlines() if log.exists() else []
+        measure(lines, outcome)
+        if outcome.error is None and proc.returncode != 0:
+            tail = out.read_text(errors="replace").strip().splitlines()[-1:] or ["(no output)"]
+            outcome.error = f"exit {proc.returncode}: {tail[0][:300]}"
+        expected = partitions * items + (partitions if outcome.fanin else 0)
+        if outcome.error is None and outcome.tasks != expected:
+            outcome.error = f"{outcome.tasks} of {expected} tasks logged"
+        if outcome.error is not None:
+            outcome.error += (
+                f" ({outcome.tasks} tasks done in {time.monotonic() - started:.0f} s; "
+                f"its output: {out.name}, kept with --keep-workdir)"
+            )
+    finally:
+        try:
+            drop_database(peer, database, url)
+        except Exception as error:
+            print(f"  warning: could not drop the {peer} database: {error}", flush=True)
     return outcome
 
 
