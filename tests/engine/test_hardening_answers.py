@@ -187,9 +187,7 @@ def test_the_committer_splits_a_refused_batch_down_to_the_offending_rows(feed: F
         )
         for c in claimed
     ]  # fmt: skip
-    report = store.commit_results_isolating(
-        feed.name, "w1", outcomes, now=store.now(), history=True, token="t" * 32
-    )
+    report = store.commit_results(feed.name, "w1", outcomes, now=store.now(), history=True, token="t" * 32)
     assert set(report.rejected) == bad
     assert report.won == {c.pk for c in claimed} - bad
     assert all(reason for reason in report.rejected.values())
@@ -198,7 +196,7 @@ def test_the_committer_splits_a_refused_batch_down_to_the_offending_rows(feed: F
     assert {rows[pk].gate for pk in bad} == {0}, "a refused row is left as it was"
     assert rows[claimed[0].pk].error == "nul \\0 and a lone surrogate ?", "messages are made storable"
     # A retry of the whole batch (same token) recognises what landed and refuses the rest again.
-    again = store.commit_results_isolating(
+    again = store.commit_results(
         feed.name, "w1", outcomes, now=store.now(), history=True, token="t" * 32, retrying=True
     )
     assert again.won == report.won and set(again.rejected) == bad

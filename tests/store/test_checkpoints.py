@@ -72,7 +72,7 @@ def _answer(
         failures=0 if kind == "complete" else 1, polls=0, attempt=claimed.attempt,
         error="broken input" if kind == "fail" else None,
     )  # fmt: skip
-    assert store.commit_results(feed.name, "w1", [outcome], now=store.now(), history=True) == {claimed.pk}
+    assert store.commit_results(feed.name, "w1", [outcome], now=store.now(), history=True).won == {claimed.pk}
 
 
 def _finish_gate(store: Store, feed: Feed, lease: LeaseRow, gate: int) -> None:

@@ -1,6 +1,6 @@
 """The fan-in point: a result batch that empties a partition's gate decides its checkpoint itself.
 
-``commit_results_isolating(..., checkpoint=policy)`` runs the gate rule in the
+``commit_results(..., checkpoint=policy)`` runs the gate rule in the
 commit's transaction for every partition whose last available item at its gate
 the batch answered, so the next gate is claimable as soon as the commit returns
 (every database).
@@ -49,7 +49,7 @@ def _done(lease: LeaseRow, claimed: Claimed) -> ItemOutcome:
 def _commit(
     store: Store, feed: Feed, outcomes: list[ItemOutcome], checkpoint: CheckpointPolicy | None = None
 ) -> CommitReport:
-    return store.commit_results_isolating(
+    return store.commit_results(
         feed.name, "w1", outcomes, now=store.now(), history=True, checkpoint=checkpoint
     )
 
@@ -104,7 +104,7 @@ def test_a_partition_another_watcher_holds_is_not_decided(feed: Feed, store: Sto
     feed.enqueue("p", {"fan-in": 0}, gate=1)
     lease = _lease(store, feed)
     [a] = _claim(store, feed, lease, gate=0)
-    report = store.commit_results_isolating(
+    report = store.commit_results(
         feed.name, "w2", [_done(lease, a)], now=store.now(), history=True, checkpoint=POLICY
     )
     assert report.decisions == {}, "only the owner decides its partitions"

@@ -117,10 +117,10 @@ def test_a_claim_records_the_attempt_and_a_stale_result_loses(feed: Feed, store:
     a, b = claimed
     done = [_complete(lease.pk, a), _complete(lease.pk, b)]
     stale = ItemOutcome(**{**done[1].__dict__, "version": b.version - 1})
-    won = store.commit_results(feed.name, "w1", [done[0], stale], now=store.now(), history=True)
+    won = store.commit_results(feed.name, "w1", [done[0], stale], now=store.now(), history=True).won
     assert won == {a.pk}, "the batch knows exactly which row it won"
     assert {r.id: r.status for r in feed.items("p")} == {"a": "complete", "b": "available"}
-    again = store.commit_results(feed.name, "w1", [done[0]], now=store.now(), history=True)
+    again = store.commit_results(feed.name, "w1", [done[0]], now=store.now(), history=True).won
     assert again == set(), "a completion is committed once"
 
 

@@ -304,7 +304,7 @@ class Dispatcher:
             self.liveness.commit_started()
             try:
                 report = await self._run(
-                    self.store.commit_results_isolating,
+                    self.store.commit_results,
                     self.feed,
                     self.owner,
                     [o for _, _, o in batch],

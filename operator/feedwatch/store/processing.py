@@ -58,6 +58,24 @@ _RESULT_CASTS = {
     "polls": "INTEGER",
 }
 _PK_CASTS = {"pk": "BIGINT", "version": "INTEGER"}
+
+
+def _result_assignments(table: str) -> list[tuple[str, str]]:
+    """The columns a result writes, from the values row ``v`` (``data`` only when the answer set it)."""
+    return [
+        ("status", "v.status"),
+        ("gate", "v.gate"),
+        ("data", f"CASE WHEN v.set_data = 1 THEN v.data ELSE {table}.data END"),
+        ("error", "v.error"),
+        ("next_attempt_at", "v.next_attempt_at"),
+        ("failures", "v.failures"),
+        ("polls", "v.polls"),
+        ("unanswered", "0"),
+        ("claim_epoch", "NULL"),
+        ("updated_at", ":now"),
+    ]
+
+
 #: Lease columns cleared when a checkpoint lets a partition go.
 _RELEASE: dict[str, Any] = {"owner": None, "lease_until": None, "steal_by": None}
 
@@ -287,172 +305,99 @@ class ProcessingQueries(StoreBase):
         history: bool,
         token: str | None = None,
         retrying: bool = False,
-    ) -> set[int]:
-        """Write a batch of results; return the pks whose write won.
-
-        See :meth:`commit_results_isolating` for a checkpoint in the same transaction.
+        checkpoint: CheckpointPolicy | None = None,
+    ) -> CommitReport:
+        """Write a batch of results; report the rows won, the rows refused and what was decided.
 
         A result whose item changed since its claim (another watcher took the
         partition and re-claimed it, or a user re-drove it) loses and is
         discarded. If the connection breaks during COMMIT, the outcome is
         resolved by reading the token back: nothing is applied twice. A caller
-        that retries a failed batch passes the same ``token``, so the rows of
-        an earlier attempt that did land are recognised as its own, and the
-        rest is written now.
-        """
-        return self._commit(
-            feed, owner, outcomes, now=now, history=history, token=token, retrying=retrying, checkpoint=None
-        )[0]
-
-    def _commit(
-        self,
-        feed: str,
-        owner: str,
-        outcomes: list[ItemOutcome],
-        *,
-        now: datetime,
-        history: bool,
-        token: str | None,
-        retrying: bool,
-        checkpoint: CheckpointPolicy | None,
-    ) -> tuple[set[int], dict[int, CheckpointDecision]]:
-        """:meth:`commit_results`; with ``checkpoint``, also decide every partition the batch emptied."""
-        if not outcomes:
-            return set(), {}
-        i = self.tables.items
-        token = token or new_token()
-        landed: set[int] = set()
-        if retrying:
-            pks = [o.pk for o in outcomes]
-            landed = self.transaction(lambda c: self.read_token(c, i, pks, token))
-            if landed:
-                log.info("an earlier attempt of this batch was committed (%d rows)", len(landed))
-                outcomes = [o for o in outcomes if o.pk not in landed]
-                if not outcomes:
-                    return landed, {}
-        rows = [
-            (
-                o.pk,
-                o.version,
-                o.status,
-                o.gate,
-                1 if o.set_data else 0,
-                o.data,
-                _storable_text(o.error),
-                o.next_attempt_at,
-                o.failures,
-                o.polls,
-            )
-            for o in outcomes
-        ]
-
-        def work(conn: Connection) -> tuple[set[int], dict[int, CheckpointDecision]]:
-            won = self.write_rows(
-                conn,
-                i,
-                assignments=[
-                    ("status", "v.status"),
-                    ("gate", "v.gate"),
-                    ("data", f"CASE WHEN v.set_data = 1 THEN v.data ELSE {i.name}.data END"),
-                    ("error", "v.error"),
-                    ("next_attempt_at", "v.next_attempt_at"),
-                    ("failures", "v.failures"),
-                    ("polls", "v.polls"),
-                    ("unanswered", "0"),
-                    ("claim_epoch", "NULL"),
-                    ("updated_at", ":now"),
-                ],
-                columns=_RESULT_COLUMNS,
-                rows=rows,
-                casts=_RESULT_CASTS,
-                params={"now": self.ts(now)},
-                token=token,
-            )
-            if history:
-                events: list[HistoryEvent] = [
-                    {
-                        "partition_pk": o.partition_pk,
-                        "item_pk": o.pk,
-                        "event": o.kind,
-                        "from_version": o.version,
-                        "from_status": "available",
-                        "to_status": o.status,
-                        "gate": o.gate,
-                        "attempt": o.attempt,
-                        "message": _storable_text(o.error),
-                    }
-                    for o in outcomes
-                    if o.pk in won
-                ]
-                self.write_history(conn, feed, events, at=now, owner=owner)
-            decided: dict[int, CheckpointDecision] = {}
-            if checkpoint is not None and won:
-                # The fan-in point: a gate emptied by this batch moves on in this
-                # transaction, so the next gate's claim needs no checkpoint round trip.
-                touched = {o.partition_pk for o in outcomes if o.pk in won}
-                for pk in self._emptied(conn, owner, touched):
-                    decided[pk] = self._checkpoint(
-                        conn, feed, owner, pk, now=now, policy=checkpoint, history=history
-                    )
-            return won, decided
-
-        try:
-            won, decided = self.transaction(work)
-        except DatabaseUnavailableError:
-            # The COMMIT may or may not have reached the database: ask it. What a
-            # checkpoint decided then is unknown: the next claim finds out.
-            pks = [o.pk for o in outcomes]
-            won = self.transaction(lambda c: self.read_token(c, i, pks, token))
-            if won:
-                log.info("ambiguous commit resolved as applied (%d rows)", len(won))
-                return landed | won, {}
-            raise
-        return landed | won, decided
-
-    def commit_results_isolating(
-        self,
-        feed: str,
-        owner: str,
-        outcomes: list[ItemOutcome],
-        *,
-        now: datetime,
-        history: bool,
-        token: str | None = None,
-        retrying: bool = False,
-        checkpoint: CheckpointPolicy | None = None,
-    ) -> CommitReport:
-        """:meth:`commit_results`, with the rows the database refuses set apart.
-
-        With ``checkpoint``, a partition whose gate this batch emptied (its
-        last results at the gate) is decided in the same transaction, as
-        :meth:`evaluate_checkpoint` would: ``decisions`` holds what was decided.
+        that retries a failed batch passes the same ``token`` and ``retrying``,
+        so the rows of an earlier attempt that did land are recognised as its
+        own, and the rest is written now.
 
         A batch that fails for its data (a value out of a column's range, a
         string the column cannot hold) is split in halves, recursively, so only
         the offending rows are refused (``rejected``: pk -> the database's
         reason) and every other row commits. Retrying the same rows could never
         help, so a refusal is the caller's to turn into that item's failure.
-        Connection and transient errors are raised as by :meth:`commit_results`;
-        every part of a split writes the same ``token``, so a retry of the whole
-        batch still recognises what landed.
+        Connection and transient errors are raised; every part of a split
+        writes the same ``token``, so a retry of the whole batch still
+        recognises what landed.
+
+        With ``checkpoint``, every partition whose last available item at its
+        gate the batch answered (the fan-in point) is decided in the same
+        transaction, as :meth:`evaluate_checkpoint` would (``decisions``), so
+        the next gate's claim needs no checkpoint round trip.
         """
+        i = self.tables.items
         token = token or new_token()
         report = CommitReport()
 
+        def write(part: list[ItemOutcome], again: bool) -> set[int]:
+            """One transaction for ``part``; what an earlier attempt landed is read back first."""
+            landed: set[int] = set()
+            if again:
+                pks = [o.pk for o in part]
+                landed = self.transaction(lambda c: self.read_token(c, i, pks, token))
+                if landed:
+                    log.info("an earlier attempt of this batch was committed (%d rows)", len(landed))
+                    part = [o for o in part if o.pk not in landed]
+                    if not part:
+                        return landed
+            rows = [
+                (o.pk, o.version, o.status, o.gate, 1 if o.set_data else 0, o.data,
+                 _storable_text(o.error), o.next_attempt_at, o.failures, o.polls)
+                for o in part
+            ]  # fmt: skip
+
+            def work(conn: Connection) -> tuple[set[int], dict[int, CheckpointDecision]]:
+                won = self.write_rows(
+                    conn,
+                    i,
+                    assignments=_result_assignments(i.name),
+                    columns=_RESULT_COLUMNS,
+                    rows=rows,
+                    casts=_RESULT_CASTS,
+                    params={"now": self.ts(now)},
+                    token=token,
+                )
+                if history:
+                    events: list[HistoryEvent] = [
+                        {"partition_pk": o.partition_pk, "item_pk": o.pk, "event": o.kind,
+                         "from_version": o.version, "from_status": "available", "to_status": o.status,
+                         "gate": o.gate, "attempt": o.attempt, "message": _storable_text(o.error)}
+                        for o in part
+                        if o.pk in won
+                    ]  # fmt: skip
+                    self.write_history(conn, feed, events, at=now, owner=owner)
+                decided: dict[int, CheckpointDecision] = {}
+                if checkpoint is not None and won:
+                    touched = {o.partition_pk for o in part if o.pk in won}
+                    for pk in self._emptied(conn, owner, touched):
+                        decided[pk] = self._checkpoint(
+                            conn, feed, owner, pk, now=now, policy=checkpoint, history=history
+                        )
+                return won, decided
+
+            try:
+                won, decided = self.transaction(work)
+            except DatabaseUnavailableError:
+                # The COMMIT may or may not have reached the database: ask it. What a
+                # checkpoint decided then is unknown: the owner's next claim finds out.
+                pks = [o.pk for o in part]
+                won = self.transaction(lambda c: self.read_token(c, i, pks, token))
+                if won:
+                    log.info("ambiguous commit resolved as applied (%d rows)", len(won))
+                    return landed | won
+                raise
+            report.decisions.update(decided)
+            return landed | won
+
         def attempt(part: list[ItemOutcome], again: bool) -> None:
             try:
-                won, decided = self._commit(
-                    feed,
-                    owner,
-                    part,
-                    now=now,
-                    history=history,
-                    token=token,
-                    retrying=again,
-                    checkpoint=checkpoint,
-                )
-                report.won |= won
-                report.decisions.update(decided)
+                report.won |= write(part, again)
             except Exception as error:
                 if not is_data_error(error):
                     raise
@@ -467,7 +412,8 @@ class ProcessingQueries(StoreBase):
                 attempt(part[:middle], again)
                 attempt(part[middle:], again)
 
-        attempt(outcomes, retrying)
+        if outcomes:
+            attempt(outcomes, retrying)
         return report
 
     def evaluate_checkpoint(
