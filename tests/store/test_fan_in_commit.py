@@ -109,3 +109,15 @@ def test_a_partition_another_watcher_holds_is_not_decided(feed: Feed, store: Sto
     )
     assert report.decisions == {}, "only the owner decides its partitions"
     assert feed.partition("p").gate == 0
+
+
+def test_only_the_partitions_named_emptying_are_looked_at(feed: Feed, store: Store) -> None:
+    feed.enqueue("p", {"a": 1})
+    feed.enqueue("p", {"fan-in": 0}, gate=1)
+    lease = _lease(store, feed)
+    [a] = _claim(store, feed, lease, gate=0)
+    report = store.commit_results(
+        feed.name, "w1", [_done(lease, a)], now=store.now(), history=True, checkpoint=POLICY, emptying=()
+    )
+    assert report.won == {a.pk} and report.decisions == {}, "not named: left to the owner's next claim"
+    assert feed.partition("p").gate == 0

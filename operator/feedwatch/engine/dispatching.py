@@ -178,6 +178,9 @@ class Dispatcher:
             self.leases.follow_gate(by_pk[pk], gate)
         for pk in looked - batch.lost - batch.moved.keys():
             by_pk[pk].suspects = "pending" if pk in batch.suspects else "none"
+        for request in requests:
+            got = len(batch.claimed.get(request.partition_pk, ()))
+            by_pk[request.partition_pk].drained = got < request.limit
         for pk, items in batch.claimed.items():
             lease = by_pk[pk]
             lease.empty_work = 0
@@ -313,6 +316,7 @@ class Dispatcher:
                     token=self._batch_token,
                     retrying=again,
                     checkpoint=self.checkpointer.policy(),
+                    emptying=self._fan_in_candidates(batch),
                 )
             except Exception as error:
                 self.liveness.commit_failed(
@@ -358,6 +362,18 @@ class Dispatcher:
                 if emptied is not None and not emptied.dropped:
                     await self.checkpointer.follow(emptied, decision)
             self.wake.set()
+
+    @staticmethod
+    def _fan_in_candidates(batch: list[tuple[Lease, Claimed, ItemOutcome]]) -> set[int]:
+        """Partitions whose gate this batch may empty: drained, and nothing else of theirs in flight.
+
+        The store checks each (one query per commit); asking only for these
+        keeps that query off the commits that cannot be a fan-in point.
+        """
+        answered: dict[int, int] = {}
+        for lease, _, _ in batch:
+            answered[lease.pk] = answered.get(lease.pk, 0) + 1
+        return {lease.pk for lease, _, _ in batch if lease.drained and lease.in_flight == answered[lease.pk]}
 
     def _refused(
         self, lease: Lease, claimed: Claimed, outcome: ItemOutcome, reason: str

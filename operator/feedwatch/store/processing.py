@@ -306,6 +306,7 @@ class ProcessingQueries(StoreBase):
         token: str | None = None,
         retrying: bool = False,
         checkpoint: CheckpointPolicy | None = None,
+        emptying: Collection[int] | None = None,
     ) -> CommitReport:
         """Write a batch of results; report the rows won, the rows refused and what was decided.
 
@@ -329,7 +330,9 @@ class ProcessingQueries(StoreBase):
         With ``checkpoint``, every partition whose last available item at its
         gate the batch answered (the fan-in point) is decided in the same
         transaction, as :meth:`evaluate_checkpoint` would (``decisions``), so
-        the next gate's claim needs no checkpoint round trip.
+        the next gate's claim needs no checkpoint round trip. ``emptying``
+        narrows the partitions looked at to those the caller expects the batch
+        may empty (default: every partition of the batch).
         """
         i = self.tables.items
         token = token or new_token()
@@ -375,7 +378,9 @@ class ProcessingQueries(StoreBase):
                 decided: dict[int, CheckpointDecision] = {}
                 if checkpoint is not None and won:
                     touched = {o.partition_pk for o in part if o.pk in won}
-                    for pk in self._emptied(conn, owner, touched):
+                    if emptying is not None:
+                        touched &= set(emptying)
+                    for pk in self._emptied(conn, owner, touched) if touched else ():
                         decided[pk] = self._checkpoint(
                             conn, feed, owner, pk, now=now, policy=checkpoint, history=history
                         )
