@@ -121,3 +121,19 @@ def test_only_the_partitions_named_emptying_are_looked_at(feed: Feed, store: Sto
     )
     assert report.won == {a.pk} and report.decisions == {}, "not named: left to the owner's next claim"
     assert feed.partition("p").gate == 0
+
+
+def test_a_claim_says_which_partitions_it_drained(feed: Feed, store: Store) -> None:
+    feed.enqueue("p", {f"i{n}": n for n in range(3)})
+    lease = _lease(store, feed)
+    first = store.claim_batch(
+        feed.name, "w1", [ClaimRequest(lease.pk, lease.lease_epoch, 0, 2)],
+        now=store.now(), max_unanswered=3, history=True,
+    )  # fmt: skip
+    assert len(first.claimed[lease.pk]) == 2 and first.exhausted == set(), "a third item is due"
+    second = store.claim_batch(
+        feed.name, "w1", [ClaimRequest(lease.pk, lease.lease_epoch, 0, 2)],
+        now=store.now(), max_unanswered=3, history=True,
+    )  # fmt: skip
+    assert len(second.claimed[lease.pk]) == 1 and second.exhausted == {lease.pk}
+    assert [i.status for i in feed.items("p")] == ["available"] * 3, "claimed, not answered"

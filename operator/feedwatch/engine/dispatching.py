@@ -178,9 +178,8 @@ class Dispatcher:
             self.leases.follow_gate(by_pk[pk], gate)
         for pk in looked - batch.lost - batch.moved.keys():
             by_pk[pk].suspects = "pending" if pk in batch.suspects else "none"
-        for request in requests:
-            got = len(batch.claimed.get(request.partition_pk, ()))
-            by_pk[request.partition_pk].drained = got < request.limit
+        for pk, lease in by_pk.items():
+            lease.drained = pk in batch.exhausted
         for pk, items in batch.claimed.items():
             lease = by_pk[pk]
             lease.empty_work = 0

@@ -35,8 +35,8 @@ class Lease:
     handoff_deadline: float = math.inf
     received_at: float = 0.0
     empty_work: int = 0
-    #: The last claim got fewer items than it asked for: nothing else is due at the
-    #: gate now, so the results in flight may be the gate's last (a fan-in point).
+    #: The last claim took every item due at the gate (``ClaimBatch.exhausted``), so
+    #: the results in flight may be the gate's last (a fan-in point).
     drained: bool = False
     dropped: bool = False
     #: Whether a suspect waits at this lease's gate: not looked yet, none, or one pending.

@@ -155,7 +155,7 @@ class ProcessingQueries(StoreBase):
                 params: dict[str, Any] = {"now": self.ts(now)}
                 for n, r in enumerate(chunk):
                     params.update({f"p{n}": r.partition_pk, f"g{n}": r.gate, f"e{n}": r.epoch})
-                    params[f"l{n}"] = 1 if suspect else r.limit
+                    params[f"l{n}"] = 1 if suspect else r.limit + 1  # one more: is the gate drained?
                 found += self.run(conn, self._claim_sql(len(chunk), suspect), params).all()
             return found
 
@@ -188,7 +188,8 @@ class ProcessingQueries(StoreBase):
                     # There may be more suspects behind the one taken (or failed) here.
                     result.suspects = {r.partition_pk for r in found[1:]} | spent
             if not rows:
-                rows = read(conn, False, reqs)
+                asked = {r.partition_pk: r for r in reqs}
+                rows, result.exhausted = _within_limits(read(conn, False, reqs), asked)
             if not rows:
                 return result
             dead = [r for r in rows if r.unanswered >= max_unanswered]
@@ -580,6 +581,18 @@ class ProcessingQueries(StoreBase):
                 partition_pk=pk,
             )
         return CheckpointDecision(action, gate, values.get("ready_at"), message)
+
+
+def _within_limits(rows: Sequence[Any], wanted: dict[int, ClaimRequest]) -> tuple[list[Any], set[int]]:
+    """Each partition's first ``limit`` rows, read with one more; the partitions that had no more."""
+    kept: list[Any] = []
+    counts: dict[int, int] = {}
+    for row in rows:
+        seen = counts[row.partition_pk] = counts.get(row.partition_pk, 0) + 1
+        if seen <= wanted[row.partition_pk].limit:
+            kept.append(row)
+    exhausted = {pk for pk in wanted if counts.get(pk, 0) <= wanted[pk].limit}
+    return kept, exhausted
 
 
 def _checkpoint_values(decision: CheckpointDecision, message: str | None) -> dict[str, Any]:

@@ -99,6 +99,8 @@ class ClaimBatch:
     ``moved``: partitions whose gate is no longer the one asked for (a hand move or
     a checkpoint), with their gate now; nothing was claimed from them.
     ``suspects``: partitions where a suspect waits to run alone.
+    ``exhausted``: partitions where this claim took every item due at the gate
+    (the results now in flight may be the gate's last: a fan-in point).
     """
 
     claimed: dict[int, list[Claimed]] = field(default_factory=dict)
@@ -106,6 +108,7 @@ class ClaimBatch:
     failed: int = 0
     moved: dict[int, int] = field(default_factory=dict)
     suspects: set[int] = field(default_factory=set)
+    exhausted: set[int] = field(default_factory=set)
 
 
 @dataclass(frozen=True)
