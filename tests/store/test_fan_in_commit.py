@@ -38,6 +38,15 @@ def _claim(store: Store, feed: Feed, lease: LeaseRow, gate: int) -> list[Claimed
     return batch.claimed.get(lease.pk, [])
 
 
+def _one_item_claimed(store: Store, feed: Feed) -> tuple[LeaseRow, Claimed]:
+    """Partition ``p``: item ``a`` at gate 0 (leased and claimed by w1), a fan-in item at gate 1."""
+    feed.enqueue("p", {"a": 1})
+    feed.enqueue("p", {"fan-in": 0}, gate=1)
+    lease = _lease(store, feed)
+    [a] = _claim(store, feed, lease, gate=0)
+    return lease, a
+
+
 def _done(lease: LeaseRow, claimed: Claimed) -> ItemOutcome:
     return ItemOutcome(
         pk=claimed.pk, partition_pk=lease.pk, version=claimed.version, kind="complete", status="complete",
@@ -79,20 +88,14 @@ def test_the_batch_with_a_gates_last_results_advances_the_partition_in_its_commi
 
 
 def test_without_a_policy_the_commit_decides_nothing(feed: Feed, store: Store) -> None:
-    feed.enqueue("p", {"a": 1})
-    feed.enqueue("p", {"fan-in": 0}, gate=1)
-    lease = _lease(store, feed)
-    [a] = _claim(store, feed, lease, gate=0)
+    lease, a = _one_item_claimed(store, feed)
     report = _commit(store, feed, [_done(lease, a)])
     assert report.won == {a.pk} and report.decisions == {}
     assert feed.partition("p").gate == 0, "the checkpoint waits for the owner's next round"
 
 
 def test_an_item_enqueued_at_the_gate_before_the_commit_keeps_the_gate_open(feed: Feed, store: Store) -> None:
-    feed.enqueue("p", {"a": 1})
-    feed.enqueue("p", {"fan-in": 0}, gate=1)
-    lease = _lease(store, feed)
-    [a] = _claim(store, feed, lease, gate=0)
+    lease, a = _one_item_claimed(store, feed)
     feed.enqueue("p", {"late": 2})  # at gate 0, while a is in flight
     report = _commit(store, feed, [_done(lease, a)], checkpoint=POLICY)
     assert report.won == {a.pk} and report.decisions == {}
@@ -100,10 +103,7 @@ def test_an_item_enqueued_at_the_gate_before_the_commit_keeps_the_gate_open(feed
 
 
 def test_a_partition_another_watcher_holds_is_not_decided(feed: Feed, store: Store) -> None:
-    feed.enqueue("p", {"a": 1})
-    feed.enqueue("p", {"fan-in": 0}, gate=1)
-    lease = _lease(store, feed)
-    [a] = _claim(store, feed, lease, gate=0)
+    lease, a = _one_item_claimed(store, feed)
     report = store.commit_results(
         feed.name, "w2", [_done(lease, a)], now=store.now(), history=True, checkpoint=POLICY
     )
@@ -112,10 +112,7 @@ def test_a_partition_another_watcher_holds_is_not_decided(feed: Feed, store: Sto
 
 
 def test_only_the_partitions_named_emptying_are_looked_at(feed: Feed, store: Store) -> None:
-    feed.enqueue("p", {"a": 1})
-    feed.enqueue("p", {"fan-in": 0}, gate=1)
-    lease = _lease(store, feed)
-    [a] = _claim(store, feed, lease, gate=0)
+    lease, a = _one_item_claimed(store, feed)
     report = store.commit_results(
         feed.name, "w1", [_done(lease, a)], now=store.now(), history=True, checkpoint=POLICY, emptying=()
     )
