@@ -40,6 +40,9 @@ _HISTORY_TYPES = dict(
     )
 )  # fmt: skip
 
+#: The lease columns cleared when a partition is let go (released, closed, re-driven, cancelled).
+RELEASE: dict[str, Any] = {"owner": None, "lease_until": None, "steal_by": None}
+
 
 class HistoryEvent(TypedDict, total=False):
     """One history row as its writer states it (see :meth:`StoreBase.write_history`)."""

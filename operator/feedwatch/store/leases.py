@@ -13,7 +13,7 @@ from datetime import datetime
 from sqlalchemy import and_, bindparam, delete, func, insert, select, update
 from sqlalchemy.engine import Connection
 
-from feedwatch.store.base import HistoryEvent, StoreBase
+from feedwatch.store.base import RELEASE, HistoryEvent, StoreBase
 from feedwatch.store.records import LeaseRow
 
 
@@ -110,7 +110,7 @@ class LeaseQueries(StoreBase):
             conn.execute(
                 update(p)
                 .where(p.c.pk.in_(bindparam("pks", expanding=True)), p.c.owner == owner)
-                .values(owner=None, lease_until=None, steal_by=None),
+                .values(**RELEASE),
                 {"pks": [r.pk for r in rows]},
             )
             if history:

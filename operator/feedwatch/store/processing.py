@@ -18,7 +18,7 @@ from sqlalchemy import bindparam, exc, func, select, update
 from sqlalchemy.engine import Connection
 
 from feedwatch.errors import DatabaseUnavailableError
-from feedwatch.store.base import HistoryEvent, Positional, StoreBase, bounded, new_token
+from feedwatch.store.base import RELEASE, HistoryEvent, Positional, StoreBase, bounded, new_token
 from feedwatch.store.records import (
     CheckpointDecision,
     CheckpointPolicy,
@@ -74,10 +74,6 @@ def _result_assignments(table: str) -> list[tuple[str, str]]:
         ("claim_epoch", "NULL"),
         ("updated_at", ":now"),
     ]
-
-
-#: Lease columns cleared when a checkpoint lets a partition go.
-_RELEASE: dict[str, Any] = {"owner": None, "lease_until": None, "steal_by": None}
 
 
 class ProcessingQueries(StoreBase):
@@ -601,13 +597,13 @@ def _checkpoint_values(decision: CheckpointDecision, message: str | None) -> dic
         case "advanced":
             return {"gate": decision.gate, "ready_at": decision.ready_at}
         case "waiting":
-            return {"ready_at": decision.ready_at, **_RELEASE}
+            return {"ready_at": decision.ready_at, **RELEASE}
         case "failed":
-            return {"status": "failed", "error": message, "ready_at": None, **_RELEASE}
+            return {"status": "failed", "error": message, "ready_at": None, **RELEASE}
         case "completed":
-            return {"status": "complete", "ready_at": None, "error": None, **_RELEASE}
+            return {"status": "complete", "ready_at": None, "error": None, **RELEASE}
         case _:  # idle
-            return {"ready_at": None, **_RELEASE}
+            return {"ready_at": None, **RELEASE}
 
 
 @dataclass

@@ -17,7 +17,7 @@ from sqlalchemy import bindparam, delete, func, select, tuple_, update
 from sqlalchemy.engine import Connection
 
 from feedwatch.errors import GateError
-from feedwatch.store.base import CHUNK, HistoryEvent, StoreBase, partition_not_found
+from feedwatch.store.base import CHUNK, RELEASE, HistoryEvent, StoreBase, partition_not_found
 
 
 class SteeringQueries(StoreBase):
@@ -82,9 +82,7 @@ class SteeringQueries(StoreBase):
                         gate=gate,
                         error=None,
                         ready_at=now,
-                        owner=None,
-                        lease_until=None,
-                        steal_by=None,
+                        **RELEASE,
                         version=p.c.version + 1,
                         updated_at=now,
                         token=None,
@@ -184,9 +182,7 @@ class SteeringQueries(StoreBase):
                 .values(
                     status="failed",
                     error="cancelled by user",
-                    owner=None,
-                    lease_until=None,
-                    steal_by=None,
+                    **RELEASE,
                     ready_at=None,
                     version=p.c.version + 1,
                     updated_at=now,
