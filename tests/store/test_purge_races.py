@@ -6,7 +6,7 @@ SELECT of the complete partitions; the enqueue right after it reopened the
 partition, before its COMMIT), runs the other side in a thread of its own,
 and lets the first go on only once the second has finished or is seen
 waiting on a lock (``pg_stat_activity``, ``information_schema.innodb_trx``;
-on SQLite, waiting for the one writer's lock at ``BEGIN IMMEDIATE``). Before
+on SQLite, waiting for the one writer's lock at feedwatch's write gate). Before
 the fix, purge deleted by key what it had selected without a lock, and on
 MariaDB and PostgreSQL either order lost the enqueued items.
 """
@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager
 from datetime import timedelta
 from typing import Any
 
@@ -23,6 +24,7 @@ from sqlalchemy import event, text, update
 
 from feedwatch import Feed, Store
 from feedwatch.store.enqueueing import EnqueueResult
+from feedwatch.store.writegate import WriteGate
 from feedwatch.testing import wait_for
 from tests.conftest import ALL_DATABASES, database_url
 
@@ -51,6 +53,8 @@ class Session:
         self.dialect = self.store.dialect
         self.began = threading.Event()
         event.listen(self.store.engine, "before_cursor_execute", self._sent)
+        if self.store.write_gate is not None:  # SQLite: a writer waits first at feedwatch's gate
+            self.store.write_gate = AnnouncingGate(self.store.write_gate, self.began)
         # Also opens the one connection now: SQLite's connection set-up would wait for the writer.
         own_id = {"mysql": "SELECT CONNECTION_ID()", "postgresql": "SELECT pg_backend_pid()"}
         self.backend = self.store.transaction(
@@ -65,7 +69,7 @@ class Session:
     def waiting(self) -> bool:
         """Whether this session is waiting on a lock held by another transaction."""
         if self.dialect == "sqlite":
-            return self.began.is_set()  # the writer's lock is held: it waits at BEGIN IMMEDIATE
+            return self.began.is_set()  # the writer's lock is held: it waits at the gate
         query = {
             # InnoDB reports a row lock wait as LOCK WAIT, but not always: a FOR UPDATE
             # by unique key reads its row in the optimizer, which then just sits in
@@ -96,6 +100,18 @@ class Session:
 
     def close(self) -> None:
         self.store.close()
+
+
+class AnnouncingGate(WriteGate):
+    """A SQLite session's write gate that says when its writer starts to wait there."""
+
+    def __init__(self, gate: WriteGate, began: threading.Event) -> None:
+        self.gate = gate
+        self.began = began
+
+    def held(self) -> AbstractContextManager[None]:
+        self.began.set()
+        return self.gate.held()
 
 
 class Racer(threading.Thread):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import logging
 import math
@@ -20,8 +21,10 @@ from sqlalchemy.exc import DBAPIError, IntegrityError
 from feedwatch.errors import DatabaseUnavailableError, PartitionNotFoundError
 from feedwatch.store import dialects, schema
 from feedwatch.store.connection import redact, statements
+from feedwatch.store.writegate import WriteGate
 
 T = TypeVar("T")
+_UNGATED = contextlib.nullcontext()
 _NAMED = re.compile(r"(?<![:\w]):(\w+)")
 _HISTORY_COLUMNS = (
     "feed", "partition_pk", "item_pk", "event", "from_version", "from_status", "to_status",
@@ -101,6 +104,8 @@ class StoreBase:
         #: Seconds a transaction may idle and a statement may wait on a lock (server side).
         self.session_limit = 30.0
         event.listen(engine, "connect", self._limit_session)
+        #: SQLite's writers queue here (see :mod:`feedwatch.store.writegate`).
+        self.write_gate = WriteGate.for_file(engine.url.database) if self.dialect == "sqlite" else None
 
     def limit_sessions(self, lease_duration: float) -> None:
         """Bound idle transactions by the lease, and lock waits by a third of it.
@@ -161,14 +166,16 @@ class StoreBase:
     def transaction(self, work: Callable[[Connection], T], *, attempts: int = 8, readonly: bool = False) -> T:
         """Run ``work`` in one transaction, retrying it whole on deadlock or serialization failure.
 
-        ``readonly`` transactions do not take SQLite's write lock.
+        ``readonly`` transactions do not take SQLite's write lock; the others
+        queue for it at the :class:`WriteGate`.
         """
         stale_retried = False
         give_up = time.monotonic() + self.session_limit / 2
         for attempt in range(1, attempts + 1):
             statements.seen = False
             try:
-                with self.engine.connect() as conn:
+                gate = self.write_gate.held() if self.write_gate and not readonly else _UNGATED
+                with gate, self.engine.connect() as conn:
                     if readonly:
                         conn.execution_options(feedwatch_readonly=True)
                     with conn.begin():
