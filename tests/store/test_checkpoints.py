@@ -285,11 +285,11 @@ def test_a_decision_written_at_a_version_a_producer_moved_is_lost_and_leaves_no_
     history = store.history(lease.pk)
     now = store.now()
     with store.engine.begin() as conn:
-        decision = store._write_partition(
-            conn, feed.name, "w1", lease.pk, version=read, gate=0, action="completed", now=now,
-            values={"status": "complete", "ready_at": None}, history=True, message=None,
+        decisions = store._write_decisions(
+            conn, feed.name, "w1", {lease.pk: read}, {lease.pk: CheckpointDecision("completed", 0)},
+            now=now, history=True,
         )  # fmt: skip
-    assert decision == CheckpointDecision("lost", 0)
+    assert decisions == {lease.pk: CheckpointDecision("lost", 0)}
     after = feed.partition("p")
     assert (after.status, after.owner, after.version) == ("available", "w1", read + 1)
     assert store.history(lease.pk) == history

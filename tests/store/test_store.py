@@ -19,7 +19,7 @@ from feedwatch import (
     SchemaMismatchError,
     Store,
 )
-from feedwatch.store.records import Claimed, ItemOutcome, ItemRow, LeaseRow, PartitionRow
+from feedwatch.store.records import CheckpointDecision, Claimed, ItemOutcome, ItemRow, LeaseRow, PartitionRow
 
 pytestmark = pytest.mark.store
 
@@ -179,11 +179,11 @@ def test_a_checkpoint_decided_before_an_enqueue_loses_and_is_taken_again(feed: F
     with store.engine.begin() as conn:  # as if a producer committed between read and write
         conn.execute(update(p).where(p.c.pk == lease.pk).values(version=p.c.version + 1))
     with store.engine.begin() as conn:
-        decision = store._write_partition(
-            conn, feed.name, "w1", lease.pk, version=0, gate=0, action="completed", now=now,
-            values={"status": "complete"}, history=False, message=None,
+        decisions = store._write_decisions(
+            conn, feed.name, "w1", {lease.pk: 0}, {lease.pk: CheckpointDecision("completed", 0)},
+            now=now, history=False,
         )  # fmt: skip
-    assert decision.action == "lost"
+    assert decisions[lease.pk].action == "lost"
 
 
 def test_redrive_resets_failed_items_reopens_the_partition_and_is_idempotent(

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import bindparam, exc, func, select, update
+from sqlalchemy import bindparam, exc, func, select
 from sqlalchemy.engine import Connection
 
 from feedwatch.errors import DatabaseUnavailableError
@@ -377,9 +377,16 @@ class ProcessingQueries(StoreBase):
                     touched = {o.partition_pk for o in part if o.pk in won}
                     if emptying is not None:
                         touched &= set(emptying)
-                    for pk in self._emptied(conn, owner, touched) if touched else ():
-                        decided[pk] = self._checkpoint(
-                            conn, feed, owner, pk, now=now, policy=checkpoint, history=history
+                    if touched and (emptied := self._emptied(conn, owner, touched)):
+                        decided = self._checkpoints(
+                            conn,
+                            feed,
+                            owner,
+                            emptied,
+                            now=now,
+                            policy=checkpoint,
+                            history=history,
+                            emptied_only=True,
                         )
                 return won, decided
 
@@ -443,71 +450,159 @@ class ProcessingQueries(StoreBase):
         """
         policy = CheckpointPolicy(auto_close, manual_checkpoint, failure_policy, hold_for, rule)
         return self.transaction(
-            lambda conn: self._checkpoint(
-                conn, feed, owner, partition_pk, now=now, policy=policy, history=history
-            )
+            lambda conn: self._checkpoints(
+                conn, feed, owner, [partition_pk], now=now, policy=policy, history=history
+            )[partition_pk]
         )
 
-    def _checkpoint(
+    def _checkpoints(
         self,
         conn: Connection,
         feed: str,
         owner: str,
-        partition_pk: int,
+        partition_pks: Collection[int],
         *,
         now: datetime,
         policy: CheckpointPolicy,
         history: bool,
-    ) -> CheckpointDecision:
-        """Lock the partition, read its snapshot, let ``policy.rule`` decide, write the decision."""
+        emptied_only: bool = False,
+    ) -> dict[int, CheckpointDecision]:
+        """Lock the partitions, read their snapshots, let ``policy.rule`` decide, write the decisions.
+
+        Set-based: a statement per step for all the partitions, not per
+        partition (a commit that empties 25 gates decided them in 125 round
+        trips before, and took 0.3 s where its neighbours took 0.07 s). With
+        ``emptied_only``, a partition whose gate holds an available item again
+        (enqueued since the caller looked) is left out: no decision is due.
+        """
         p, i = self.tables.partitions, self.tables.items
-        part = conn.execute(
-            select(p.c.gate, p.c.version, p.c.status, p.c.owner)
-            .where(p.c.pk == partition_pk)
+        pks = sorted(partition_pks)
+        rows = conn.execute(
+            select(p.c.pk, p.c.gate, p.c.version, p.c.status, p.c.owner)
+            .where(p.c.pk.in_(pks))
+            .order_by(p.c.pk)
             .with_for_update()
-        ).first()
-        if part is None or part.owner != owner or part.status != "available":
-            return CheckpointDecision("lost", part.gate if part else 0)
-        available = conn.execute(
-            select(i.c.gate, func.min(i.c.next_attempt_at))
-            .where(i.c.partition_pk == partition_pk, i.c.status == "available")
-            .group_by(i.c.gate)
-            .order_by(i.c.gate)
         ).all()
-        failed = conn.execute(
-            select(i.c.id, i.c.gate, i.c.error)
-            .where(i.c.partition_pk == partition_pk, i.c.status == "failed")
-            .order_by(i.c.gate, i.c.pk)
-            .limit(1)
-        ).first()
-        decision = policy.rule(
-            GateSnapshot(
-                gate=part.gate,
-                now=now,
-                available=tuple(GateDue(gate, due) for gate, due in available),
-                failed=None if failed is None else FailedItem(*failed),
-                auto_close=policy.auto_close,
-                manual_checkpoint=policy.manual_checkpoint,
-                failure_policy=policy.failure_policy,
-                hold_for=policy.hold_for,
+        parts = {r.pk: r for r in rows if r.owner == owner and r.status == "available"}
+        gates = {r.pk: r.gate for r in rows}
+        decisions = {pk: CheckpointDecision("lost", gates.get(pk, 0)) for pk in pks if pk not in parts}
+        if not parts:
+            return decisions
+        available: dict[int, list[GateDue]] = {pk: [] for pk in parts}
+        for pk, gate, due in conn.execute(
+            select(i.c.partition_pk, i.c.gate, func.min(i.c.next_attempt_at))
+            .where(i.c.partition_pk.in_(list(parts)), i.c.status == "available")
+            .group_by(i.c.partition_pk, i.c.gate)
+            .order_by(i.c.partition_pk, i.c.gate)
+        ):
+            available[pk].append(GateDue(gate, due))
+        if emptied_only:
+            parts = {pk: r for pk, r in parts.items() if all(a.gate != r.gate for a in available[pk])}
+            if not parts:
+                return decisions
+        failed = self._first_failed(conn, list(parts))
+        writes: dict[int, CheckpointDecision] = {}
+        for pk, part in parts.items():
+            decision = policy.rule(
+                GateSnapshot(
+                    gate=part.gate,
+                    now=now,
+                    available=tuple(available[pk]),
+                    failed=failed.get(pk),
+                    auto_close=policy.auto_close,
+                    manual_checkpoint=policy.manual_checkpoint,
+                    failure_policy=policy.failure_policy,
+                    hold_for=policy.hold_for,
+                )
             )
-        )
-        if decision.action in ("work", "held", "lost"):
-            return decision  # nothing to write
-        message = bounded(decision.message) if decision.action == "failed" else decision.message
-        return self._write_partition(
-            conn,
-            feed,
-            owner,
-            partition_pk,
-            version=part.version,
-            gate=decision.gate,
-            action=decision.action,
-            now=now,
-            values=_checkpoint_values(decision, message),
-            history=history,
-            message=message,
-        )
+            if decision.action in ("work", "held", "lost"):
+                decisions[pk] = decision  # nothing to write
+            else:
+                message = bounded(decision.message) if decision.action == "failed" else decision.message
+                ready_at = decision.ready_at if decision.action in ("advanced", "waiting") else None
+                writes[pk] = CheckpointDecision(decision.action, decision.gate, ready_at, message)
+        versions = {pk: part.version for pk, part in parts.items()}
+        decisions.update(self._write_decisions(conn, feed, owner, versions, writes, now=now, history=history))
+        return decisions
+
+    def _first_failed(self, conn: Connection, partition_pks: list[int]) -> dict[int, FailedItem]:
+        """Each partition's first failed item (lowest gate, then oldest): one index range apiece."""
+        found: dict[int, FailedItem] = {}
+        name = self.tables.items.name
+        for start in range(0, len(partition_pks), 50):  # bounded statement size
+            chunk = partition_pks[start : start + 50]
+            parts = [
+                f"SELECT partition_pk, id, gate, error FROM {name} WHERE partition_pk = :p{n} "
+                f"AND status = 'failed' ORDER BY gate, pk LIMIT 1"
+                for n in range(len(chunk))
+            ]
+            if self.dialect == "sqlite":  # SQLite takes ORDER BY/LIMIT only in a subquery
+                parts = [f"SELECT * FROM ({part}) AS f{n}" for n, part in enumerate(parts)]
+            else:
+                parts = [f"({part})" for part in parts]
+            statement = self.positional(" UNION ALL ".join(parts))
+            for pk, item, gate, error in self.run(
+                conn, statement, {f"p{n}": pk for n, pk in enumerate(chunk)}
+            ):
+                found[pk] = FailedItem(item, gate, error)
+        return found
+
+    def _write_decisions(
+        self,
+        conn: Connection,
+        feed: str,
+        owner: str,
+        versions: dict[int, int],
+        decisions: dict[int, CheckpointDecision],
+        *,
+        now: datetime,
+        history: bool,
+    ) -> dict[int, CheckpointDecision]:
+        """Write each decision to its partition (one UPDATE per kind), fenced by the version read.
+
+        A partition whose version moved since (an enqueue committed between the
+        read and the write) loses: ``lost``, and no history.
+        """
+        p = self.tables.partitions
+        won: set[int] = set()
+        token = new_token()
+        for action in sorted({d.action for d in decisions.values()}):
+            group = [(pk, d) for pk, d in decisions.items() if d.action == action]
+            assignments, varying = _decision_columns(action)
+            won |= self.write_rows(
+                conn,
+                p,
+                assignments=[*assignments, ("updated_at", ":now")],
+                columns=("pk", "version", *varying),
+                rows=[
+                    (pk, versions[pk], *(_decision_value(d, column) for column in varying)) for pk, d in group
+                ],
+                casts={**_PK_CASTS, **{c: _DECISION_CASTS[c] for c in varying}},
+                params={"now": self.ts(now)},
+                token=token,
+            )
+        result = {pk: d if pk in won else CheckpointDecision("lost", d.gate) for pk, d in decisions.items()}
+        if history:
+            self.write_history(
+                conn,
+                feed,
+                [
+                    {
+                        "partition_pk": pk,
+                        "event": _DECISION_EVENTS[d.action],
+                        "from_version": versions[pk],
+                        "from_status": "available",
+                        "to_status": _DECISION_STATUS.get(d.action, "available"),
+                        "gate": d.gate,
+                        "message": d.message,
+                    }
+                    for pk, d in decisions.items()
+                    if pk in won
+                ],
+                at=now,
+                owner=owner,
+            )
+        return result
 
     def _emptied(self, conn: Connection, owner: str, partition_pks: Collection[int]) -> list[int]:
         """Of ``partition_pks``, those still ours with no available item left at their gate.
@@ -528,56 +623,6 @@ class ProcessingQueries(StoreBase):
         )
         return [pk for (pk,) in rows]
 
-    def _write_partition(
-        self,
-        conn: Connection,
-        feed: str,
-        owner: str,
-        pk: int,
-        *,
-        version: int,
-        gate: int,
-        action: Any,
-        now: datetime,
-        values: dict[str, Any],
-        history: bool,
-        message: str | None,
-    ) -> CheckpointDecision:
-        p = self.tables.partitions
-        result = conn.execute(
-            update(p)
-            .where(p.c.pk == pk, p.c.version == version, p.c.owner == owner)
-            .values(version=p.c.version + 1, updated_at=now, token=new_token(), **values)
-        )
-        if result.rowcount != 1:
-            return CheckpointDecision("lost", gate)
-        if history:
-            event = {
-                "waiting": "lease_released",
-                "idle": "lease_released",
-                "advanced": "gate_advanced",
-                "failed": "partition_failed",
-                "completed": "partition_completed",
-            }[action]
-            self.write_history(
-                conn,
-                feed,
-                [
-                    {
-                        "event": event,
-                        "from_version": version,
-                        "from_status": "available",
-                        "to_status": values.get("status", "available"),
-                        "gate": gate,
-                        "message": message,
-                    }
-                ],
-                at=now,
-                owner=owner,
-                partition_pk=pk,
-            )
-        return CheckpointDecision(action, gate, values.get("ready_at"), message)
-
 
 def _within_limits(rows: Sequence[Any], wanted: dict[int, ClaimRequest]) -> tuple[list[Any], set[int]]:
     """Each partition's first ``limit`` rows, read with one more; the partitions that had no more."""
@@ -591,19 +636,40 @@ def _within_limits(rows: Sequence[Any], wanted: dict[int, ClaimRequest]) -> tupl
     return kept, exhausted
 
 
-def _checkpoint_values(decision: CheckpointDecision, message: str | None) -> dict[str, Any]:
-    """The partition columns a checkpoint decision writes."""
-    match decision.action:
+#: The history event each written checkpoint decision leaves.
+_DECISION_EVENTS = {
+    "waiting": "lease_released",
+    "idle": "lease_released",
+    "advanced": "gate_advanced",
+    "failed": "partition_failed",
+    "completed": "partition_completed",
+}
+#: The partition status a decision leaves, where it is not ``available``.
+_DECISION_STATUS = {"failed": "failed", "completed": "complete"}
+_DECISION_CASTS = {"gate": "INTEGER", "ready_at": "TIMESTAMP", "error": "TEXT"}
+#: The lease columns a decision that lets the partition go clears (``base.RELEASE``).
+_RELEASED = [(column, "NULL") for column in RELEASE]
+
+
+def _decision_columns(action: str) -> tuple[list[tuple[str, str]], tuple[str, ...]]:
+    """The partition columns a checkpoint decision writes, and which of them vary by partition."""
+    match action:
         case "advanced":
-            return {"gate": decision.gate, "ready_at": decision.ready_at}
+            return [("gate", "v.gate"), ("ready_at", "v.ready_at")], ("gate", "ready_at")
         case "waiting":
-            return {"ready_at": decision.ready_at, **RELEASE}
+            return [("ready_at", "v.ready_at"), *_RELEASED], ("ready_at",)
         case "failed":
-            return {"status": "failed", "error": message, "ready_at": None, **RELEASE}
+            return [("status", "'failed'"), ("error", "v.error"), ("ready_at", "NULL"), *_RELEASED], (
+                "error",
+            )
         case "completed":
-            return {"status": "complete", "ready_at": None, "error": None, **RELEASE}
+            return [("status", "'complete'"), ("ready_at", "NULL"), ("error", "NULL"), *_RELEASED], ()
         case _:  # idle
-            return {"ready_at": None, **RELEASE}
+            return [("ready_at", "NULL"), *_RELEASED], ()
+
+
+def _decision_value(decision: CheckpointDecision, column: str) -> Any:
+    return {"gate": decision.gate, "ready_at": decision.ready_at, "error": decision.message}[column]
 
 
 @dataclass
