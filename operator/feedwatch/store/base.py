@@ -248,7 +248,7 @@ class StoreBase:
             statement = self.positional(
                 f"INSERT INTO {name} ({columns}) SELECT :feed, u.*, :at FROM unnest({arrays}) AS u"
             )
-            arrays_of = {c: [row.get(c) for row in rows] for c in _HISTORY_ROW_COLUMNS}
+            arrays_of = {c: dialects.pg_array([row.get(c) for row in rows]) for c in _HISTORY_ROW_COLUMNS}
             self.run(conn, statement, {"feed": feed, "at": at, **arrays_of})
             return
         stamp = self.ts(at)

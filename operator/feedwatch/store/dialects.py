@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from datetime import datetime
 from typing import Any
 
 from sqlalchemy import exc, text
@@ -110,12 +111,39 @@ def update_from(dialect: str, table: str, *, assignments: str, source: str, join
 def bind_rows(dialect: str, columns: Sequence[str], rows: Sequence[Sequence[Any]]) -> dict[str, Any]:
     """Parameters for :func:`rows_source`."""
     if dialect == "postgresql":
-        return {c: [row[n] for row in rows] for n, c in enumerate(columns)}
+        return {c: pg_array([row[n] for row in rows]) for n, c in enumerate(columns)}
     params: dict[str, Any] = {}
     for i, row in enumerate(rows):
         for c, value in zip(columns, row, strict=True):
             params[f"{c}_{i}"] = value
     return params
+
+
+def pg_array(values: Sequence[Any]) -> str:
+    """A PostgreSQL array literal (``{1,"a",NULL}``) of ints, strings, bytes, datetimes or ``None``.
+
+    The SQL casts it to the column's array type. Written here rather than by
+    psycopg's list adapter, which works element by element in Python and was
+    a tenth of a watcher's CPU on PostgreSQL; this is several times cheaper.
+    Every string is quoted, so no value can read as ``NULL`` or split the array.
+    """
+    return "{" + ",".join(map(_pg_element, values)) + "}"
+
+
+def _pg_element(value: Any) -> str:
+    if value is None:
+        return "NULL"
+    if isinstance(value, int):
+        return str(int(value))  # a bool as 1 or 0
+    if isinstance(value, str):
+        if "\\" in value or '"' in value:
+            value = value.replace("\\", "\\\\").replace('"', '\\"')
+        return f'"{value}"'
+    if isinstance(value, bytes | bytearray | memoryview):
+        return f'"\\\\x{bytes(value).hex()}"'  # bytea's hex input, its backslash escaped
+    if isinstance(value, datetime):
+        return f'"{value.isoformat(sep=" ")}"'
+    raise TypeError(f"cannot write {type(value).__name__} {value!r} into a PostgreSQL array")
 
 
 def acquire_lock(conn: Connection, key: str, timeout: float) -> None:

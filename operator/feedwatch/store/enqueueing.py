@@ -20,6 +20,7 @@ from sqlalchemy.exc import IntegrityError
 
 from feedwatch.errors import ConflictError, GateError
 from feedwatch.store.base import CHUNK, StoreBase, new_token
+from feedwatch.store.dialects import pg_array
 
 #: The items columns an enqueue writes, in the order of ``_insert_items``' VALUES.
 _ITEM_COLUMNS = (
@@ -203,10 +204,10 @@ class EnqueueQueries(StoreBase):
             )
             for chunk in _chunks(new):
                 arrays = {
-                    "ids": [it.id for it in chunk],
-                    "datas": [it.data for it in chunk],
-                    "cts": [it.content_type for it in chunk],
-                    "hashes": [it.input_hash for it in chunk],
+                    "ids": pg_array([it.id for it in chunk]),
+                    "datas": pg_array([it.data for it in chunk]),
+                    "cts": pg_array([it.content_type for it in chunk]),
+                    "hashes": pg_array([it.input_hash for it in chunk]),
                 }
                 self.run(conn, statement, {**shared, **arrays})
         elif self.dialect == "mysql":
