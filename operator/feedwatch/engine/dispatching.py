@@ -189,6 +189,7 @@ class Dispatcher:
             for item in items:
                 self.start(lease, item)
             progressed = True
+        self.metrics.in_flight.set(self.calls_in_flight)  # once a round and a commit, not per item
         if self.isolating or batch.suspects:
             return progressed or bool(batch.suspects)  # come back once in-flight work drained
         for request in requests:
@@ -209,7 +210,6 @@ class Dispatcher:
     def start(self, lease: Lease, claimed: Claimed) -> None:
         lease.in_flight += 1
         self.calls_in_flight += 1
-        self.metrics.in_flight.set(self.calls_in_flight)
         task = asyncio.create_task(self.call(lease, claimed), name=f"item:{lease.id}/{claimed.id}")
         self.tasks.add(task)
         task.add_done_callback(self.tasks.discard)
@@ -244,7 +244,6 @@ class Dispatcher:
             self.isolating = False
         try:
             self.metrics.latency.observe(self.clock.monotonic() - started)
-            self.metrics.in_flight.set(self.calls_in_flight)
             outcome = retrying.outcome(
                 lease.pk, claimed, answer, settings=self._feed_settings(), now=self.clock.now(), rng=self.rng
             )
@@ -356,6 +355,7 @@ class Dispatcher:
                 if lease.in_flight == 0:
                     lease.idle_until = 0.0
             self.pending[:0] = retry  # first in the next batch
+            self.metrics.in_flight.set(self.calls_in_flight)
             for pk, decision in report.decisions.items():
                 emptied = self.leases.get(pk)
                 if emptied is not None and not emptied.dropped:

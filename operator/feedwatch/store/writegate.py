@@ -24,6 +24,7 @@ import fcntl
 import os
 import threading
 from collections.abc import Iterator
+from contextlib import AbstractContextManager
 from typing import ClassVar
 
 
@@ -52,9 +53,12 @@ class WriteGate:
                 gate = cls._gates[key] = cls(key)
             return gate
 
-    @contextlib.contextmanager
-    def held(self) -> Iterator[None]:
+    def held(self) -> AbstractContextManager[None]:
         """Hold the gate for one write transaction."""
+        return self._hold()
+
+    @contextlib.contextmanager
+    def _hold(self) -> Iterator[None]:
         with self._threads:
             self._depth += 1
             try:
