@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import itertools
 import logging
 import math
 import random
@@ -60,6 +61,22 @@ class HistoryEvent(TypedDict, total=False):
     attempt: int | None
     owner: str | None
     message: str | None
+
+
+#: One history row in the order of its columns (``_HISTORY_ROW_COLUMNS``): partition_pk,
+#: item_pk, event, from_version, from_status, to_status, gate, attempt, owner, message.
+HistoryTuple = tuple[
+    int | None,
+    int | None,
+    str,
+    int | None,
+    str | None,
+    str | None,
+    int | None,
+    int | None,
+    str | None,
+    str | None,
+]
 
 
 class Positional(NamedTuple):
@@ -233,13 +250,32 @@ class StoreBase:
 
         Each event gets the feed and the time ``at``; ``owner`` and
         ``partition_pk`` are the defaults of events that do not name their
-        own. PostgreSQL gets one array per column (``unnest``), MariaDB
-        multi-row INSERTs of up to 500 rows with the feed and the time bound
-        once per statement, SQLite the driver's executemany; in the order given.
+        own. The hot paths (claims, results) hand :meth:`insert_history`
+        their rows as tuples directly.
         """
-        if not events:
+        self.insert_history(
+            conn,
+            feed,
+            [
+                (e.get("partition_pk", partition_pk), e.get("item_pk"), e["event"], e.get("from_version"),
+                 e.get("from_status"), e.get("to_status"), e.get("gate"), e.get("attempt"),
+                 e.get("owner", owner), e.get("message"))
+                for e in events
+            ],
+            at=at,
+        )  # fmt: skip
+
+    def insert_history(
+        self, conn: Connection, feed: str, rows: Sequence[HistoryTuple], *, at: datetime
+    ) -> None:
+        """Insert history rows given in column order (:data:`HistoryTuple`), in the order given.
+
+        PostgreSQL gets one array per column (``unnest``), MariaDB multi-row
+        INSERTs of up to 500 rows with the feed and the time bound once per
+        statement, SQLite the driver's executemany.
+        """
+        if not rows:
             return
-        rows = [{"owner": owner, "partition_pk": partition_pk, **e} for e in events]
         name, columns = self.tables.history.name, ", ".join(_HISTORY_COLUMNS)
         if self.dialect == "postgresql":
             arrays = ", ".join(
@@ -248,24 +284,24 @@ class StoreBase:
             statement = self.positional(
                 f"INSERT INTO {name} ({columns}) SELECT :feed, u.*, :at FROM unnest({arrays}) AS u"
             )
-            arrays_of = {c: dialects.pg_array([row.get(c) for row in rows]) for c in _HISTORY_ROW_COLUMNS}
+            arrays_of = dict(
+                zip(_HISTORY_ROW_COLUMNS, map(dialects.pg_array, zip(*rows, strict=True)), strict=True)
+            )
             self.run(conn, statement, {"feed": feed, "at": at, **arrays_of})
             return
         stamp = self.ts(at)
         if self.dialect == "sqlite":
             marks = ", ".join("?" for _ in _HISTORY_COLUMNS)
             conn.exec_driver_sql(
-                f"INSERT INTO {name} ({columns}) VALUES ({marks})",
-                [(feed, *(row.get(c) for c in _HISTORY_ROW_COLUMNS), stamp) for row in rows],
+                f"INSERT INTO {name} ({columns}) VALUES ({marks})", [(feed, *row, stamp) for row in rows]
             )
             return
         for start in range(0, len(rows), 500):
             chunk = rows[start : start + 500]
-            params: dict[str, Any] = {"feed": feed, "at": stamp}
-            for n, row in enumerate(chunk):
-                for column in _HISTORY_ROW_COLUMNS:
-                    params[f"{column}_{n}"] = row.get(column)
-            conn.exec_driver_sql(self._history_sql(name, len(chunk)), params)
+            sql, keys = self._history_sql(name, len(chunk))
+            params = dict(zip(keys, itertools.chain.from_iterable(chunk), strict=True))
+            params["feed"], params["at"] = feed, stamp
+            conn.exec_driver_sql(sql, params)
 
     # -- multi-row writes -------------------------------------------------
 
@@ -294,7 +330,8 @@ class StoreBase:
             sql = self._update_sql(
                 table.name, tuple(assignments), tuple(columns), len(chunk), tuple(casts.items())
             )
-            bound = dialects.bind_rows(self.dialect, columns, [self._raw_row(r) for r in chunk])
+            raw = [self._raw_row(r) for r in chunk] if self.dialect == "sqlite" else chunk
+            bound = dialects.bind_rows(self.dialect, columns, raw)
             self.run(conn, sql, {**bound, **params, "token": token})
             won |= self.read_token(conn, table, [r[0] for r in chunk], token)
         return won
@@ -356,14 +393,18 @@ class StoreBase:
         return {row[0] for row in self.run(conn, statement, params)}
 
     @functools.lru_cache(maxsize=64)  # noqa: B019 - one store per process; keys are small
-    @functools.lru_cache(maxsize=64)  # noqa: B019 - one store per process; keys are small
-    def _history_sql(self, name: str, count: int) -> str:
-        """MariaDB's multi-row history INSERT (PyMySQL's named style: shared values escaped once)."""
+    def _history_sql(self, name: str, count: int) -> tuple[str, tuple[str, ...]]:
+        """MariaDB's multi-row history INSERT, and its row parameters' names in order.
+
+        PyMySQL's named style: the feed and the time, shared, are escaped once.
+        """
+        keys = tuple(f"{column}_{n}" for n in range(count) for column in _HISTORY_ROW_COLUMNS)
         row = ", ".join(f"%({column}_{{n}})s" for column in _HISTORY_ROW_COLUMNS)
         values = ", ".join("(%(feed)s, " + row.format(n=n) + ", %(at)s)" for n in range(count))
-        return f"INSERT INTO {name} ({', '.join(_HISTORY_COLUMNS)}) VALUES {values}"
+        return f"INSERT INTO {name} ({', '.join(_HISTORY_COLUMNS)}) VALUES {values}", keys
 
     def _raw_row(self, row: Sequence[Any]) -> list[Any]:
+        """A row with its timestamps in SQLite's text form (the other drivers take datetimes)."""
         return [self.ts(v) if isinstance(v, datetime) else v for v in row]
 
 

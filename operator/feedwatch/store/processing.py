@@ -18,7 +18,7 @@ from sqlalchemy import bindparam, exc, func, select
 from sqlalchemy.engine import Connection
 
 from feedwatch.errors import DatabaseUnavailableError
-from feedwatch.store.base import RELEASE, HistoryEvent, Positional, StoreBase, bounded, new_token
+from feedwatch.store.base import RELEASE, HistoryTuple, Positional, StoreBase, bounded, new_token
 from feedwatch.store.records import (
     CheckpointDecision,
     CheckpointPolicy,
@@ -222,53 +222,46 @@ class ProcessingQueries(StoreBase):
                     },
                     token=token,
                 )
-            events: list[HistoryEvent] = []
-            for r in live:
-                if r.pk not in won:
+            events: list[HistoryTuple] = []
+            for pk, partition_pk, id_, gate, version, attempts, failures, polls, unanswered, data, ct in live:
+                if pk not in won:
                     continue
                 claimed = Claimed(
-                    pk=r.pk,
-                    id=r.id,
-                    gate=r.gate,
-                    version=r.version + 1,
-                    attempt=r.attempts + 1,
-                    failures=r.failures,
-                    polls=r.polls,
-                    data=r.data,
-                    content_type=r.content_type,
-                    suspect=r.unanswered > 0,
+                    pk=pk,
+                    id=id_,
+                    gate=gate,
+                    version=version + 1,
+                    attempt=attempts + 1,
+                    failures=failures,
+                    polls=polls,
+                    data=data,
+                    content_type=ct,
+                    suspect=unanswered > 0,
                 )
-                result.claimed.setdefault(r.partition_pk, []).append(claimed)
+                result.claimed.setdefault(partition_pk, []).append(claimed)
                 events.append(
-                    {
-                        "partition_pk": r.partition_pk,
-                        "item_pk": r.pk,
-                        "event": "dispatched",
-                        "from_version": r.version,
-                        "from_status": "available",
-                        "to_status": "available",
-                        "gate": r.gate,
-                        "attempt": r.attempts + 1,
-                    }
+                    (
+                        partition_pk,
+                        pk,
+                        "dispatched",
+                        version,
+                        "available",
+                        "available",
+                        gate,
+                        attempts + 1,
+                        owner,
+                        None,
+                    )
                 )
             for r in dead:
                 if r.pk in dead_won:
                     events.append(
-                        {
-                            "partition_pk": r.partition_pk,
-                            "item_pk": r.pk,
-                            "event": "failed",
-                            "from_version": r.version,
-                            "from_status": "available",
-                            "to_status": "failed",
-                            "gate": r.gate,
-                            "attempt": r.attempts,
-                            "message": "never answered",
-                        }
-                    )
+                        (r.partition_pk, r.pk, "failed", r.version, "available", "failed", r.gate, r.attempts,
+                         owner, "never answered")
+                    )  # fmt: skip
             result.failed = len(dead_won)
             if history:
-                self.write_history(conn, feed, events, at=now, owner=owner)
+                self.insert_history(conn, feed, events, at=now)
             return result
 
         return self.transaction(work)
@@ -364,14 +357,17 @@ class ProcessingQueries(StoreBase):
                     token=token,
                 )
                 if history:
-                    events: list[HistoryEvent] = [
-                        {"partition_pk": o.partition_pk, "item_pk": o.pk, "event": o.kind,
-                         "from_version": o.version, "from_status": "available", "to_status": o.status,
-                         "gate": o.gate, "attempt": o.attempt, "message": _storable_text(o.error)}
-                        for o in part
-                        if o.pk in won
-                    ]  # fmt: skip
-                    self.write_history(conn, feed, events, at=now, owner=owner)
+                    self.insert_history(
+                        conn,
+                        feed,
+                        [
+                            (o.partition_pk, o.pk, o.kind, o.version, "available", o.status, o.gate,
+                             o.attempt, owner, _storable_text(o.error))
+                            for o in part
+                            if o.pk in won
+                        ],
+                        at=now,
+                    )  # fmt: skip
                 decided: dict[int, CheckpointDecision] = {}
                 if checkpoint is not None and won:
                     touched = {o.partition_pk for o in part if o.pk in won}
