@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import contextlib
 import functools
-import itertools
 import logging
 import math
 import random
@@ -26,7 +25,6 @@ from feedwatch.store.writegate import WriteGate
 
 T = TypeVar("T")
 _UNGATED = contextlib.nullcontext()
-_NAMED = re.compile(r"(?<![:\w]):(\w+)")
 _HISTORY_COLUMNS = (
     "feed", "partition_pk", "item_pk", "event", "from_version", "from_status", "to_status",
     "gate", "attempt", "owner", "message", "at",
@@ -43,6 +41,9 @@ _HISTORY_TYPES = dict(
         strict=True,
     )
 )  # fmt: skip
+
+#: How a multi-row UPDATE's rows meet the table's: by key, fenced by the version read.
+_JOIN = "{name}.pk = v.pk AND {name}.version = v.version"
 
 #: The lease columns cleared when a partition is let go (released, closed, re-driven, cancelled).
 RELEASE: dict[str, Any] = {"owner": None, "lease_until": None, "steal_by": None}
@@ -296,12 +297,14 @@ class StoreBase:
                 f"INSERT INTO {name} ({columns}) VALUES ({marks})", [(feed, *row, stamp) for row in rows]
             )
             return
+        literal = dialects.MysqlLiterals(conn)
+        shared_feed, shared_at = literal(feed), literal(at)
         for start in range(0, len(rows), 500):
-            chunk = rows[start : start + 500]
-            sql, keys = self._history_sql(name, len(chunk))
-            params = dict(zip(keys, itertools.chain.from_iterable(chunk), strict=True))
-            params["feed"], params["at"] = feed, stamp
-            conn.exec_driver_sql(sql, params)
+            values = ", ".join(
+                f"({shared_feed}, {', '.join(map(literal, row))}, {shared_at})"
+                for row in rows[start : start + 500]
+            )
+            conn.exec_driver_sql(dialects.driver_text(f"INSERT INTO {name} ({columns}) VALUES {values}"))
 
     # -- multi-row writes -------------------------------------------------
 
@@ -327,12 +330,24 @@ class StoreBase:
             return won
         for start in range(0, len(rows), CHUNK):
             chunk = rows[start : start + CHUNK]
-            sql = self._update_sql(
-                table.name, tuple(assignments), tuple(columns), len(chunk), tuple(casts.items())
-            )
-            raw = [self._raw_row(r) for r in chunk] if self.dialect == "sqlite" else chunk
-            bound = dialects.bind_rows(self.dialect, columns, raw)
-            self.run(conn, sql, {**bound, **params, "token": token})
+            if self.dialect == "mysql":
+                literal = dialects.MysqlLiterals(conn)
+                assign = literal.substitute(
+                    self._assignments(table.name, tuple(assignments)), {**params, "token": token}
+                )
+                source = literal.select_rows(columns, chunk)
+                join = _JOIN.format(name=table.name)
+                update = dialects.update_from(
+                    "mysql", table.name, assignments=assign, source=source, join=join
+                )
+                conn.exec_driver_sql(dialects.driver_text(update))
+            else:
+                sql = self._update_sql(
+                    table.name, tuple(assignments), tuple(columns), len(chunk), tuple(casts.items())
+                )
+                raw = [self._raw_row(r) for r in chunk] if self.dialect == "sqlite" else chunk
+                bound = dialects.bind_rows(self.dialect, columns, raw)
+                self.run(conn, sql, {**bound, **params, "token": token})
             won |= self.read_token(conn, table, [r[0] for r in chunk], token)
         return won
 
@@ -346,18 +361,22 @@ class StoreBase:
         casts: tuple[tuple[str, str], ...],
     ) -> Positional:
         """The multi-row UPDATE for ``count`` rows, built once per shape."""
-        sets = [*assignments, ("version", f"{name}.version + 1"), ("token", ":token")]
-        assign = ", ".join(f"{name}.{c} = {e}" if self.dialect == "mysql" else f"{c} = {e}" for c, e in sets)
         source = dialects.rows_source(self.dialect, columns, count, dict(casts))
         return self.positional(
             dialects.update_from(
                 self.dialect,
                 name,
-                assignments=assign,
+                assignments=self._assignments(name, assignments),
                 source=source,
-                join=f"{name}.pk = v.pk AND {name}.version = v.version",
+                join=_JOIN.format(name=name),
             )
         )
+
+    @functools.lru_cache(maxsize=256)  # noqa: B019 - one store per process; keys are small
+    def _assignments(self, name: str, assignments: tuple[tuple[str, str], ...]) -> str:
+        """The SET list of a multi-row UPDATE: the caller's, then the version bump and the token."""
+        sets = [*assignments, ("version", f"{name}.version + 1"), ("token", ":token")]
+        return ", ".join(f"{name}.{c} = {e}" if self.dialect == "mysql" else f"{c} = {e}" for c, e in sets)
 
     # -- driver-level statements ----------------------------------------------
 
@@ -375,7 +394,7 @@ class StoreBase:
             names.append(match.group(1))
             return mark
 
-        return Positional(_NAMED.sub(swap, named_sql), tuple(names))
+        return Positional(dialects.NAMED.sub(swap, named_sql), tuple(names))
 
     def run(self, conn: Connection, statement: Positional, params: dict[str, Any]) -> Any:
         """Execute a :class:`Positional` statement with ``params`` (timestamps pre-rendered)."""
@@ -383,6 +402,22 @@ class StoreBase:
 
     def read_token(self, conn: Connection, table: Table, pks: Sequence[int], token: str) -> set[int]:
         """The rows among ``pks`` that carry ``token``: exactly those a write won."""
+        if self.dialect == "mysql":  # keys written in (ints), the token a literal
+            keys = ", ".join(str(int(pk)) for pk in pks)
+            found = conn.exec_driver_sql(
+                dialects.driver_text(
+                    f"SELECT pk FROM {table.name} WHERE token = {dialects.MysqlLiterals(conn)(token)} "
+                    f"AND pk IN ({keys})"
+                )
+            )
+            return {row[0] for row in found}
+        if self.dialect == "postgresql":  # one array: the same statement for every batch
+            statement = self.positional(
+                f"SELECT pk FROM {table.name} WHERE token = :token AND pk = ANY(CAST(:pks AS BIGINT[]))"
+            )
+            return {
+                row[0] for row in self.run(conn, statement, {"token": token, "pks": dialects.pg_array(pks)})
+            }
         statement = self.positional(
             f"SELECT pk FROM {table.name} WHERE token = :token AND pk IN ("
             + ", ".join(f":k{n}" for n in range(len(pks)))
@@ -391,17 +426,6 @@ class StoreBase:
         params: dict[str, Any] = {f"k{n}": pk for n, pk in enumerate(pks)}
         params["token"] = token
         return {row[0] for row in self.run(conn, statement, params)}
-
-    @functools.lru_cache(maxsize=64)  # noqa: B019 - one store per process; keys are small
-    def _history_sql(self, name: str, count: int) -> tuple[str, tuple[str, ...]]:
-        """MariaDB's multi-row history INSERT, and its row parameters' names in order.
-
-        PyMySQL's named style: the feed and the time, shared, are escaped once.
-        """
-        keys = tuple(f"{column}_{n}" for n in range(count) for column in _HISTORY_ROW_COLUMNS)
-        row = ", ".join(f"%({column}_{{n}})s" for column in _HISTORY_ROW_COLUMNS)
-        values = ", ".join("(%(feed)s, " + row.format(n=n) + ", %(at)s)" for n in range(count))
-        return f"INSERT INTO {name} ({', '.join(_HISTORY_COLUMNS)}) VALUES {values}", keys
 
     def _raw_row(self, row: Sequence[Any]) -> list[Any]:
         """A row with its timestamps in SQLite's text form (the other drivers take datetimes)."""

@@ -4,12 +4,16 @@ from __future__ import annotations
 
 import functools
 import itertools
-from collections.abc import Sequence
+import re
+from collections.abc import Callable, Sequence
 from datetime import datetime
 from typing import Any
 
 from sqlalchemy import exc, text
 from sqlalchemy.engine import Connection, Engine
+
+#: A ``:name`` parameter marker (not a PostgreSQL ``::`` cast).
+NAMED = re.compile(r"(?<![:\w]):(\w+)")
 
 SUPPORTED = {
     "sqlite": "sqlite:///path/to/feed.db",
@@ -121,6 +125,60 @@ def bind_rows(dialect: str, columns: Sequence[str], rows: Sequence[Sequence[Any]
 def _row_keys(columns: tuple[str, ...], count: int) -> tuple[str, ...]:
     """``c_i`` for each row ``i`` and column ``c``, row by row: made once per shape."""
     return tuple(f"{c}_{i}" for i in range(count) for c in columns)
+
+
+class MysqlLiterals:
+    """MariaDB SQL literals rendered by the store, for statements of many rows.
+
+    PyMySQL renders every parameter client-side, through a chain of Python
+    calls per value: 40% of a MariaDB watcher's samples and half of a large
+    enqueue's time. Keys, counts and timestamps are written here directly;
+    a string goes through the connection's own escaping (which honours the
+    server's ``NO_BACKSLASH_ESCAPES``), once per distinct value of a
+    statement (statuses, owners and events repeat on every row).
+    """
+
+    def __init__(self, conn: Connection) -> None:
+        self._escape: Callable[[Any], str] = conn.connection.dbapi_connection.escape  # type: ignore[union-attr]
+        self._strings: dict[str, str] = {}
+
+    def __call__(self, value: Any) -> str:
+        kind = type(value)
+        if kind is int:
+            return str(value)
+        if value is None:
+            return "NULL"
+        if kind is str:
+            found = self._strings.get(value)
+            if found is None:
+                found = self._strings[value] = self._escape(value)
+            return found
+        if kind is bytes:
+            return f"X'{value.hex()}'"
+        if kind is datetime:
+            return f"'{value.isoformat(sep=' ')}'"
+        return self._escape(value)
+
+    def row(self, row: Sequence[Any]) -> str:
+        return "(" + ", ".join(map(self, row)) + ")"
+
+    def select_rows(self, columns: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
+        """A derived table of ``rows`` named ``v`` with ``columns`` (UNION ALL of SELECTs)."""
+        first = ", ".join(
+            f"{self(value)} AS {column}" for column, value in zip(columns, rows[0], strict=True)
+        )
+        rest = "".join(" UNION ALL SELECT " + ", ".join(map(self, row)) for row in rows[1:])
+        return f"(SELECT {first}{rest}) AS v"
+
+    def substitute(self, named_sql: str, params: dict[str, Any]) -> str:
+        """``:name`` markers of a statement of ours (no user text in it) replaced by literals."""
+        return NAMED.sub(lambda match: self(params[match.group(1)]), named_sql)
+
+
+def driver_text(sql: str) -> str:
+    """A statement with every value written in, for PyMySQL: it formats even a statement
+    without parameters with ``%``, so a ``%`` in a value must be doubled."""
+    return sql.replace("%", "%%")
 
 
 def pg_array(values: Sequence[Any]) -> str:
