@@ -29,12 +29,19 @@ MAX_GATE = 2**31 - 1
 MAX_AGE = timedelta(days=36500)
 
 
+#: Items' JSON form: compact, and no NaN or infinity (not JSON). One encoder for every
+#: item: ``json.dumps`` with options builds a new one per call.
+_JSON = json.JSONEncoder(separators=(",", ":"), allow_nan=False)
+
+
 def _store(target: Store | str) -> Store:
     return Store.open(target) if isinstance(target, str) else target
 
 
 def _control_character(text: str) -> str | None:
     """A description of the first control character in ``text``, or None."""
+    if text.isprintable():  # no control character (C code: the usual case costs no loop)
+        return None
     for position, char in enumerate(text):
         if unicodedata.category(char) == "Cc":
             return f"U+{ord(char):04X} at position {position}"
@@ -110,7 +117,7 @@ def encode_item(item_id: str, data: Any, content_type: str | None, limit: int) -
         ctype = content_type or OCTETS
     else:
         try:
-            raw = json.dumps(data, separators=(",", ":"), allow_nan=False).encode()
+            raw = _JSON.encode(data).encode()
         except (TypeError, ValueError) as e:
             raise PayloadError(
                 f"item {item_id!r}: data must be bytes or JSON-serialisable ({e}); nothing was enqueued"
