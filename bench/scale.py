@@ -1,7 +1,7 @@
 """Scenario 5: what grows with the number of partitions, and what must not.
 
 - lease cycle: the store calls one watcher's lease pass makes (heartbeat,
-  count_live_watchers where the store has it, count_active, acquire_leases,
+  count_balance (count_live_watchers and count_active before issue 18), acquire_leases,
   renew_leases), timed from the bench process against a feed with 100 due
   partitions plus N idle ones (half with nothing to do, ``ready_at`` NULL; half
   waiting for a retry, ``ready_at`` a day ahead). The cycle must not cost
@@ -60,10 +60,14 @@ def lease_cycle(db: Database, feed: str, idle: int, *, cycles: int = 15) -> Leas
             lambda now: store.heartbeat(feed, owner, "bench", now=now, expires=now + timedelta(seconds=30)),
         ),
     ]
-    if hasattr(store, "count_live_watchers"):
-        steps.append(("count_live_watchers", lambda now: store.count_live_watchers(feed, now)))
+    if hasattr(store, "count_balance"):  # one read since issue 18; two before (--engine-rev)
+        steps.append(("count_balance", lambda now: store.count_balance(feed, now, cap=2000)))
+    else:
+        older: Any = store  # an engine of before issue 18 (--engine-rev)
+        if hasattr(older, "count_live_watchers"):
+            steps.append(("count_live_watchers", lambda now: older.count_live_watchers(feed, now)))
+        steps.append(("count_active", lambda now: older.count_active(feed, now, cap=2000)))
     steps += [
-        ("count_active", lambda now: store.count_active(feed, now, cap=2000)),
         (
             "acquire_leases",
             lambda now: store.acquire_leases(

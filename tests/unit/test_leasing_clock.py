@@ -122,11 +122,9 @@ class Book:
             row.owner = row.lease_until = row.steal_by = None
         return len(mine)
 
-    def count_live_watchers(self, feed: str, now: datetime) -> int:
-        return sum(1 for expires in self.beats.values() if expires >= now)
-
-    def count_active(self, feed: str, now: datetime, *, cap: int) -> int:
-        return min(len(self.rows), cap)
+    def count_balance(self, feed: str, now: datetime, *, cap: int) -> tuple[int, int]:
+        live = max(sum(1 for expires in self.beats.values() if expires >= now), 1)
+        return live, min(len(self.rows), cap * live)
 
     def owner_loads(self, feed: str, now: datetime) -> dict[str, int]:
         loads: dict[str, int] = {}
@@ -189,9 +187,9 @@ def test_an_acquired_lease_is_trusted_until_margin_before_the_lease_until_writte
     a.do(a.keeper.balance)
     [lease] = a.leases.values()
     assert book.rows[1].lease_until is not None
-    # Both clocks were read just before the acquiring round trip, after the two balancing reads.
+    # Both clocks were read just before the acquiring round trip, after the balancing read.
     assert lease.trusted_until == clock.at(book.rows[1].lease_until) - SETTINGS.margin
-    assert lease.trusted_until == 100.0 + 2 * 0.4 + SETTINGS.lease_duration - SETTINGS.margin
+    assert lease.trusted_until == 100.0 + 0.4 + SETTINGS.lease_duration - SETTINGS.margin
     assert a.wakes == 1, "an acquisition wakes the dispatcher"
 
 

@@ -13,6 +13,7 @@ and written in one statement; no item costs a round trip of its own.
 from __future__ import annotations
 
 import asyncio
+import logging
 import math
 import random
 import uuid
@@ -210,9 +211,15 @@ class Dispatcher:
     def start(self, lease: Lease, claimed: Claimed) -> None:
         lease.in_flight += 1
         self.calls_in_flight += 1
-        task = asyncio.create_task(self.call(lease, claimed), name=f"item:{lease.id}/{claimed.id}")
+        task = asyncio.create_task(self._tracked(lease, claimed), name=f"item:{lease.id}/{claimed.id}")
         self.tasks.add(task)
-        task.add_done_callback(self.tasks.discard)
+
+    async def _tracked(self, lease: Lease, claimed: Claimed) -> None:
+        """:meth:`call`, leaving ``tasks`` as it ends (a done callback would cost a loop turn per item)."""
+        try:
+            await self.call(lease, claimed)
+        finally:
+            self.tasks.discard(asyncio.current_task())
 
     async def call(self, lease: Lease, claimed: Claimed) -> None:
         """Ask the processor about one item: whatever happens ends as that item's result.
@@ -247,7 +254,7 @@ class Dispatcher:
             outcome = retrying.outcome(
                 lease.pk, claimed, answer, settings=self._feed_settings(), now=self.clock.now(), rng=self.rng
             )
-            if outcome.kind != "complete":
+            if outcome.kind != "complete" and self.log.isEnabledFor(logging.DEBUG):
                 self.log.debug(
                     "item %s: %s (%s)",
                     claimed.id,

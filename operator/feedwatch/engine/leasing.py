@@ -86,8 +86,7 @@ class LeaseStore(Protocol):
     def release_leases(
         self, feed: str, owner: str, pks: list[int], *, now: datetime, history: bool
     ) -> int: ...
-    def count_live_watchers(self, feed: str, now: datetime) -> int: ...
-    def count_active(self, feed: str, now: datetime, *, cap: int) -> int: ...
+    def count_balance(self, feed: str, now: datetime, *, cap: int) -> tuple[int, int]: ...
     def owner_loads(self, feed: str, now: datetime) -> dict[str, int]: ...
     def request_steal(self, feed: str, thief: str, victim: str) -> int | None: ...
 
@@ -260,8 +259,7 @@ class LeaseKeeper:
         cap = settings.max_partitions
         # Counted every pass: when a watcher exits gracefully its heartbeat row goes,
         # and the others' targets must rise at their next pass, not their next renewal.
-        self.live_watchers = max(await self._run(store.count_live_watchers, self.feed, now), 1)
-        active = await self._run(store.count_active, self.feed, now, cap=cap * self.live_watchers)
+        self.live_watchers, active = await self._run(store.count_balance, self.feed, now, cap=cap)
         self._metrics.active_partitions.set(active)
         goal = balancing.target(active, self.live_watchers, cap)
         self.goal = goal

@@ -211,19 +211,6 @@ class LeaseQueries(StoreBase):
         )
         return self.transaction(lambda c: {o: int(n) for o, n in c.execute(query)}, readonly=True)
 
-    def count_active(self, feed: str, now: datetime, *, cap: int) -> int:
-        """Partitions with work due now, counted up to ``cap`` (cost bounded by the cap)."""
-        p = self.tables.partitions
-        due = (
-            select(p.c.pk)
-            .where(p.c.feed == feed, p.c.status == "available", p.c.ready_at <= now)
-            .limit(cap)
-            .subquery()
-        )
-        return self.transaction(
-            lambda c: int(c.execute(select(func.count()).select_from(due)).scalar() or 0), readonly=True
-        )
-
     # -- heartbeats -------------------------------------------------------
 
     def heartbeat(self, feed: str, owner: str, host: str, *, now: datetime, expires: datetime) -> None:
@@ -248,11 +235,28 @@ class LeaseQueries(StoreBase):
         h = self.tables.heartbeats
         self.transaction(lambda c: c.execute(delete(h).where(h.c.feed == feed, h.c.owner == owner)))
 
-    def count_live_watchers(self, feed: str, now: datetime) -> int:
-        """Watchers whose heartbeat has not expired (a graceful exit removes its row at once)."""
-        h = self.tables.heartbeats
-        query = select(func.count()).where(h.c.feed == feed, h.c.expires_at >= now)
-        return self.transaction(lambda c: int(c.execute(query).scalar() or 1), readonly=True)
+    def count_balance(self, feed: str, now: datetime, *, cap: int) -> tuple[int, int]:
+        """Live watchers (at least 1) and partitions with work due now, in one read.
+
+        The due partitions are counted up to ``cap`` per live watcher, so the
+        cost stays bounded whatever the backlog. A watcher's heartbeat row
+        goes when it exits gracefully, so the others' targets rise at their
+        next pass. One transaction for both: the lease keeper asks every pass.
+        """
+        h, p = self.tables.heartbeats, self.tables.partitions
+
+        def read(conn: Connection) -> tuple[int, int]:
+            live = conn.execute(select(func.count()).where(h.c.feed == feed, h.c.expires_at >= now)).scalar()
+            live = max(int(live or 0), 1)
+            due = (
+                select(p.c.pk)
+                .where(p.c.feed == feed, p.c.status == "available", p.c.ready_at <= now)
+                .limit(cap * live)
+                .subquery()
+            )
+            return live, int(conn.execute(select(func.count()).select_from(due)).scalar() or 0)
+
+        return self.transaction(read, readonly=True)
 
     def live_watchers(self, feed: str, now: datetime) -> list[str]:
         h = self.tables.heartbeats
