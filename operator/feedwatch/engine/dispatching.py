@@ -335,6 +335,7 @@ class Dispatcher:
             self._batch_token, self._batch_len = None, 0
             del self.pending[: len(batch)]
             retry: list[tuple[Lease, Claimed, ItemOutcome]] = []
+            committed: dict[str, int] = {}  # counted per kind once a batch, not per item
             for lease, claimed, outcome in batch:
                 if outcome.pk in report.rejected:
                     replacement = self._refused(lease, claimed, outcome, report.rejected[outcome.pk])
@@ -344,7 +345,7 @@ class Dispatcher:
                 lease.in_flight -= 1
                 self._refused_once.discard((claimed.pk, claimed.version))
                 if outcome.pk in report.won:
-                    self.metrics.item(outcome.kind)
+                    committed[outcome.kind] = committed.get(outcome.kind, 0) + 1
                     if outcome.kind == "fail":
                         self.log.info(
                             "item %s failed: %s",
@@ -362,6 +363,8 @@ class Dispatcher:
                 if lease.in_flight == 0:
                     lease.idle_until = 0.0
             self.pending[:0] = retry  # first in the next batch
+            for kind, count in committed.items():
+                self.metrics.item(kind, count)
             self.metrics.in_flight.set(self.calls_in_flight)
             for pk, decision in report.decisions.items():
                 emptied = self.leases.get(pk)

@@ -345,7 +345,7 @@ class StoreBase:
                 sql = self._update_sql(
                     table.name, tuple(assignments), tuple(columns), len(chunk), tuple(casts.items())
                 )
-                raw = [self._raw_row(r) for r in chunk] if self.dialect == "sqlite" else chunk
+                raw = self._raw_rows(chunk) if self.dialect == "sqlite" else chunk
                 bound = dialects.bind_rows(self.dialect, columns, raw)
                 self.run(conn, sql, {**bound, **params, "token": token})
             won |= self.read_token(conn, table, [r[0] for r in chunk], token)
@@ -427,9 +427,22 @@ class StoreBase:
         params["token"] = token
         return {row[0] for row in self.run(conn, statement, params)}
 
-    def _raw_row(self, row: Sequence[Any]) -> list[Any]:
-        """A row with its timestamps in SQLite's text form (the other drivers take datetimes)."""
-        return [self.ts(v) if isinstance(v, datetime) else v for v in row]
+    def _raw_rows(self, rows: Sequence[Sequence[Any]]) -> list[list[Any]]:
+        """Rows with their timestamps in SQLite's text form (the other drivers take datetimes).
+
+        Each distinct time is formatted once: the rows of a batch mostly share theirs.
+        """
+        texts: dict[datetime, Any] = {}
+
+        def text(value: Any) -> Any:
+            if not isinstance(value, datetime):
+                return value
+            found = texts.get(value)
+            if found is None:
+                found = texts[value] = self.ts(value)
+            return found
+
+        return [[text(value) for value in row] for row in rows]
 
 
 def _first_line(error: BaseException) -> str:
