@@ -285,6 +285,11 @@ def test_migrations_are_idempotent_and_support_a_table_prefix(tmp_path) -> None:
     migrate(url, prefix=prefix)
     store = Store.open(url, prefix=prefix)
     Feed.create(store, "f").enqueue("p", {"a": 1})
+    now = store.now()
+    until = now + timedelta(seconds=30)
+    [acquired] = store.acquire_leases("f", "w1", now=now, until=until, limit=5, history=True)
+    # Renewals name the prefixed owner index to SQLite (INDEXED BY): the name must exist.
+    assert [r.pk for r in store.renew_leases("f", "w1", until=until)] == [acquired.pk]
     with store.engine.connect() as conn:
         tables = {r[0] for r in conn.exec_driver_sql("SELECT name FROM sqlite_master WHERE type='table'")}
     assert f"{prefix}items" in tables and "items" not in tables

@@ -20,10 +20,23 @@ from feedwatch.store.records import LeaseRow
 class LeaseQueries(StoreBase):
     def _lease_rows(self, conn: Connection, feed: str, owner: str) -> list[LeaseRow]:
         p = self.tables.partitions
-        query = select(
-            p.c.pk, p.c.id, p.c.status, p.c.gate, p.c.lease_epoch, p.c.lease_until, p.c.steal_by
-        ).where(p.c.feed == feed, p.c.owner == owner, p.c.status == "available")
+        query = (
+            select(p.c.pk, p.c.id, p.c.status, p.c.gate, p.c.lease_epoch, p.c.lease_until, p.c.steal_by)
+            .where(p.c.feed == feed, p.c.owner == owner, p.c.status == "available")
+            .with_hint(p, self._by_owner, "sqlite")
+        )
         return [LeaseRow(*row) for row in conn.execute(query)]
+
+    @property
+    def _by_owner(self) -> str:
+        """SQLite's hint for the reads of one owner's leases: its owner index.
+
+        Without statistics (no ``ANALYZE``) SQLite picks ``(feed, status)`` for
+        ``feed = ? AND owner = ? AND status = ?`` and reads every available
+        partition of the feed: 70 ms a renewal with 100,000 idle partitions,
+        against a fraction of a millisecond through ``(feed, owner)``.
+        """
+        return f"INDEXED BY {self.prefix}ix_partitions_owner"
 
     def acquire_leases(
         self, feed: str, owner: str, *, now: datetime, until: datetime, limit: int, history: bool
@@ -89,6 +102,7 @@ class LeaseQueries(StoreBase):
                 update(p)
                 .where(p.c.feed == feed, p.c.owner == owner, p.c.status == "available")
                 .values(lease_until=until)
+                .with_hint(self._by_owner, dialect_name="sqlite")
             )
             return self._lease_rows(conn, feed, owner)
 
