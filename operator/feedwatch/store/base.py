@@ -322,8 +322,11 @@ class StoreBase:
     ) -> set[int]:
         """One UPDATE of many rows, each joined on (pk, version); returns the pks it won.
 
-        Each row gets ``token``; reading the token back says exactly which rows
-        this statement changed (a row count alone would not).
+        Each row gets ``token``. The UPDATE returns the keys it changed (SQLite
+        and PostgreSQL); on MariaDB, which has no ``UPDATE ... RETURNING``,
+        reading the token back says exactly which rows it changed (a row count
+        alone would not). The token also settles a COMMIT whose outcome was lost
+        with the connection (:meth:`read_token`).
         """
         won: set[int] = set()
         if not rows:
@@ -341,14 +344,14 @@ class StoreBase:
                     "mysql", table.name, assignments=assign, source=source, join=join
                 )
                 conn.exec_driver_sql(dialects.driver_text(update))
+                won |= self.read_token(conn, table, [r[0] for r in chunk], token)  # no UPDATE ... RETURNING
             else:
                 sql = self._update_sql(
                     table.name, tuple(assignments), tuple(columns), len(chunk), tuple(casts.items())
                 )
                 raw = self._raw_rows(chunk) if self.dialect == "sqlite" else chunk
                 bound = dialects.bind_rows(self.dialect, columns, raw)
-                self.run(conn, sql, {**bound, **params, "token": token})
-            won |= self.read_token(conn, table, [r[0] for r in chunk], token)
+                won.update(pk for (pk,) in self.run(conn, sql, {**bound, **params, "token": token}))
         return won
 
     @functools.lru_cache(maxsize=256)  # noqa: B019 - one store per process; keys are small
@@ -360,17 +363,17 @@ class StoreBase:
         count: int,
         casts: tuple[tuple[str, str], ...],
     ) -> Positional:
-        """The multi-row UPDATE for ``count`` rows, built once per shape."""
+        """The multi-row UPDATE for ``count`` rows, built once per shape; it returns the keys it wrote
+        (SQLite and PostgreSQL: ``RETURNING``, so no read of the token is needed to know them)."""
         source = dialects.rows_source(self.dialect, columns, count, dict(casts))
-        return self.positional(
-            dialects.update_from(
-                self.dialect,
-                name,
-                assignments=self._assignments(name, assignments),
-                source=source,
-                join=_JOIN.format(name=name),
-            )
+        update = dialects.update_from(
+            self.dialect,
+            name,
+            assignments=self._assignments(name, assignments),
+            source=source,
+            join=_JOIN.format(name=name),
         )
+        return self.positional(f"{update} RETURNING {name}.pk")
 
     @functools.lru_cache(maxsize=256)  # noqa: B019 - one store per process; keys are small
     def _assignments(self, name: str, assignments: tuple[tuple[str, str], ...]) -> str:
