@@ -132,7 +132,8 @@ class HTTPProcessor:
         }
         for name in ("Content-Type", "X-Feed-Partition", "X-Feed-Item"):  # never the configured ones
             value = headers[name]
-            if any(ord(c) < 32 or ord(c) == 127 for c in value):
+            # isprintable() first: C code answers the usual id, no loop per character.
+            if not value.isprintable() and any(ord(c) < 32 or ord(c) == 127 for c in value):
                 # Enqueue refuses such ids now; an item stored before cannot be sent.
                 raise PermanentError(
                     f"{name} {value!r} holds control characters and cannot be sent as an HTTP header"
