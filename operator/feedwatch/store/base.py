@@ -272,8 +272,9 @@ class StoreBase:
         """Insert history rows given in column order (:data:`HistoryTuple`), in the order given.
 
         PostgreSQL gets one array per column (``unnest``), MariaDB multi-row
-        INSERTs of up to 500 rows with the feed and the time bound once per
-        statement, SQLite the driver's executemany.
+        INSERTs of up to 500 rows with the values written in
+        (:class:`~feedwatch.store.dialects.MysqlLiterals`: the feed and the time
+        rendered once per call), SQLite the driver's executemany.
         """
         if not rows:
             return
