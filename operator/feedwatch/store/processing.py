@@ -278,12 +278,15 @@ class ProcessingQueries(StoreBase):
             f"AND unanswered {'>' if suspect else '='} 0 ORDER BY pk LIMIT :l{n}"
             for n in range(count)
         ]
+        return self.positional(self._union_of_ranges(parts))
+
+    def _union_of_ranges(self, members: list[str]) -> str:
+        """SELECTs that each carry their own ORDER BY and LIMIT, as one UNION ALL statement."""
         if self.dialect == "sqlite":  # SQLite takes ORDER BY/LIMIT only in a subquery
-            parts = [f"SELECT * FROM ({part}) AS s{n}" for n, part in enumerate(parts)]
-        else:  # MariaDB and PostgreSQL: parenthesised members (a derived table per member
-            # cost MariaDB eight times the CPU, and once crashed it)
-            parts = [f"({part})" for part in parts]
-        return self.positional(" UNION ALL ".join(parts))
+            return " UNION ALL ".join(f"SELECT * FROM ({member}) AS s{n}" for n, member in enumerate(members))
+        # MariaDB and PostgreSQL: parenthesised members (a derived table per member cost
+        # MariaDB eight times the CPU, and once crashed it)
+        return " UNION ALL ".join(f"({member})" for member in members)
 
     def commit_results(
         self,
@@ -532,11 +535,7 @@ class ProcessingQueries(StoreBase):
                 f"AND status = 'failed' ORDER BY gate, pk LIMIT 1"
                 for n in range(len(chunk))
             ]
-            if self.dialect == "sqlite":  # SQLite takes ORDER BY/LIMIT only in a subquery
-                parts = [f"SELECT * FROM ({part}) AS f{n}" for n, part in enumerate(parts)]
-            else:
-                parts = [f"({part})" for part in parts]
-            statement = self.positional(" UNION ALL ".join(parts))
+            statement = self.positional(self._union_of_ranges(parts))
             for pk, item, gate, error in self.run(
                 conn, statement, {f"p{n}": pk for n, pk in enumerate(chunk)}
             ):
