@@ -9,6 +9,7 @@ bumps the version and must not cost the owner its lease.
 
 from __future__ import annotations
 
+import threading
 from datetime import datetime, timedelta
 
 import pytest
@@ -34,6 +35,65 @@ def _expire(store: Store, part: PartitionRow, at: datetime) -> None:
     p = store.tables.partitions
     with store.engine.begin() as conn:
         conn.execute(update(p).where(p.c.pk == part.pk).values(lease_until=at))
+
+
+# -- acquire_leases -------------------------------------------------------------
+
+
+def test_one_acquire_takes_the_free_and_the_expired_partitions_and_leaves_live_leases(
+    feed: Feed, store: Store
+) -> None:
+    feed.enqueue("expired", {"a": 1})
+    feed.enqueue("live", {"a": 1})
+    now = store.now()
+    assert len(_acquire(store, feed, "dead", now)) == 2
+    dead, live = feed.partition("expired"), feed.partition("live")
+    _expire(store, dead, now - timedelta(seconds=1))
+    p = store.tables.partitions
+    with store.engine.begin() as conn:  # "live" now belongs to a watcher that renews
+        conn.execute(update(p).where(p.c.pk == live.pk).values(owner="alive"))
+    feed.enqueue("free-1", {"a": 1})
+    feed.enqueue("free-2", {"a": 1})
+    epochs = {p.id: p.lease_epoch for p in feed.partitions()}
+
+    taken = _acquire(store, feed, "w", store.now(), limit=10)
+
+    by_id = {p.id: p for p in feed.partitions()}
+    assert sorted(r.id for r in taken) == sorted(i for i in by_id if by_id[i].pk != live.pk)
+    assert by_id[live.id].owner == "alive", "a live lease is not taken"
+    for row in taken:
+        assert by_id[row.id].owner == "w"
+        assert row.lease_epoch == by_id[row.id].lease_epoch == epochs[row.id] + 1, "a new epoch each take"
+    events = {p.id: _lease_history(store, p)[-1] for p in by_id.values() if p.owner == "w"}
+    assert events[dead.id].event == "lease_taken" and events[dead.id].message == "expired lease of dead"
+    assert {e.event for i, e in events.items() if i != dead.id} == {"lease_acquired"}
+
+
+def test_watchers_acquiring_at_once_take_each_partition_exactly_once(feed: Feed, store: Store) -> None:
+    """Many takers race over the same free partitions: each is won once, and its taker is told so."""
+    for n in range(40):
+        feed.enqueue(f"p{n}", {"a": n})
+    now = store.now()
+    start = threading.Barrier(6)
+    won: dict[str, list[LeaseRow]] = {}
+
+    def take(owner: str) -> None:
+        start.wait()
+        rows: list[LeaseRow] = []
+        for _ in range(4):
+            rows += _acquire(store, feed, owner, now, limit=8)
+        won[owner] = rows
+
+    threads = [threading.Thread(target=take, args=(f"w{n}",)) for n in range(6)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    told = [(owner, row.pk) for owner, rows in won.items() for row in rows]
+    assert sorted(pk for _, pk in told) == sorted(p.pk for p in feed.partitions()), "each pk exactly once"
+    assert {pk: owner for owner, pk in told} == {p.pk: p.owner for p in feed.partitions()}
+    for part in feed.partitions():
+        assert [h.event for h in _lease_history(store, part)] == ["lease_acquired"]
 
 
 # -- request_steal ------------------------------------------------------------

@@ -41,7 +41,14 @@ class LeaseQueries(StoreBase):
     def acquire_leases(
         self, feed: str, owner: str, *, now: datetime, until: datetime, limit: int, history: bool
     ) -> list[LeaseRow]:
-        """Take up to ``limit`` due partitions that are free or whose lease expired."""
+        """Take up to ``limit`` due partitions that are free or whose lease expired.
+
+        The free ones are taken by one UPDATE fenced by ``owner IS NULL``; which
+        of them it won is read back from the owner's leases (they had no owner
+        when read, so every one it holds now was taken here). An expired lease
+        is taken row by row, fenced by the owner and expiry that were read: that
+        happens only after a watcher died, and the fence keeps two takers apart.
+        """
         p = self.tables.partitions
 
         def work(conn: Connection) -> list[LeaseRow]:
@@ -56,40 +63,51 @@ class LeaseQueries(StoreBase):
                 .order_by(p.c.ready_at)
                 .limit(limit)
             ).all()
-            won: list[int] = []
-            events: list[HistoryEvent] = []
-            for pk, previous, lease_until, version, gate in candidates:
-                fence = (
-                    p.c.owner.is_(None)
-                    if previous is None
-                    else and_(p.c.owner == previous, p.c.lease_until == lease_until)
-                )
-                result = conn.execute(
+            if not candidates:
+                return []
+            take = {
+                "owner": owner,
+                "lease_until": until,
+                "lease_epoch": p.c.lease_epoch + 1,
+                "steal_by": None,
+            }
+            free = [pk for pk, previous, *_ in candidates if previous is None]
+            if free:
+                conn.execute(
                     update(p)
-                    .where(p.c.pk == pk, p.c.status == "available", fence)
-                    .values(
-                        owner=owner,
-                        lease_until=until,
-                        lease_epoch=p.c.lease_epoch + 1,
-                        steal_by=None,
-                    )
+                    .where(p.c.pk.in_(free), p.c.status == "available", p.c.owner.is_(None))
+                    .values(**take)
                 )
-                if result.rowcount == 1:
-                    won.append(pk)
-                    events.append(
-                        {
-                            "partition_pk": pk,
-                            "event": "lease_acquired" if previous is None else "lease_taken",
-                            "from_version": version,
-                            "from_status": "available",
-                            "to_status": "available",
-                            "gate": gate,
-                            "message": None if previous is None else f"expired lease of {previous}",
-                        }
+            held = {row.pk: row for row in self._lease_rows(conn, feed, owner)}
+            won = [pk for pk in free if pk in held]
+            expired_won = []
+            for pk, previous, lease_until, *_ in candidates:
+                if previous is not None:
+                    fence = and_(p.c.owner == previous, p.c.lease_until == lease_until)
+                    result = conn.execute(
+                        update(p).where(p.c.pk == pk, p.c.status == "available", fence).values(**take)
                     )
+                    if result.rowcount == 1:
+                        expired_won.append(pk)
+            taken_pks = {*won, *expired_won}
             if history:
+                events: list[HistoryEvent] = [
+                    {
+                        "partition_pk": pk,
+                        "event": "lease_acquired" if previous is None else "lease_taken",
+                        "from_version": version,
+                        "from_status": "available",
+                        "to_status": "available",
+                        "gate": gate,
+                        "message": None if previous is None else f"expired lease of {previous}",
+                    }
+                    for pk, previous, _, version, gate in candidates
+                    if pk in taken_pks
+                ]
                 self.write_history(conn, feed, events, at=now, owner=owner)
-            return [r for r in self._lease_rows(conn, feed, owner) if r.pk in set(won)]
+            if not expired_won:  # the read above is current
+                return [held[pk] for pk in won]
+            return [r for r in self._lease_rows(conn, feed, owner) if r.pk in taken_pks]
 
         return self.transaction(work)
 
