@@ -39,10 +39,9 @@ from feedwatch.settings import (
     flag_name,
     from_environment,
 )
+from feedwatch.store.schema import MAX_GATE
 
 USAGE_ERRORS = (ConfigurationError, FeedNotFoundError, PartitionNotFoundError, PayloadError)
-#: The gate column is a signed 32-bit integer (``feedwatch.producer.MAX_GATE``).
-MAX_GATE = 2**31 - 1
 #: The largest ``--limit`` of one page of items.
 MAX_PAGE = 100_000
 #: Primary keys are signed 64-bit integers.

@@ -16,6 +16,7 @@ from feedwatch.settings import FeedSettings
 from feedwatch.store import Store
 from feedwatch.store.enqueueing import EnqueueResult, NewItem
 from feedwatch.store.records import HistoryRow, ItemRow, PartitionRow, PartitionSummary
+from feedwatch.store.schema import MAX_GATE
 
 JSON = "application/json"
 OCTETS = "application/octet-stream"
@@ -23,8 +24,6 @@ OCTETS = "application/octet-stream"
 MAX_ID = 200
 #: Longest content type (the column is 200 characters).
 MAX_CONTENT_TYPE = 200
-#: The largest gate the database stores (a signed 32-bit ``INTEGER`` column).
-MAX_GATE = 2**31 - 1
 #: The longest ``older_than`` of a purge (100 years): any longer cannot be a date.
 MAX_AGE = timedelta(days=36500)
 

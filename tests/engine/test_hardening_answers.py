@@ -27,8 +27,8 @@ from sqlalchemy import update
 from feedwatch import CallableProcessor, Feed, Item, Result, RetryableError, Store
 from feedwatch.engine.retrying import MAX_DELAY
 from feedwatch.observability.health import HealthServer
-from feedwatch.processors.contract import GATE_MAX
 from feedwatch.store.records import ItemOutcome
+from feedwatch.store.schema import MAX_GATE
 from feedwatch.testing import RecordingProcessor, WatcherRunner, wait_for
 from tests.conftest import database_url
 from tests.engine.helpers import FAST
@@ -71,8 +71,8 @@ class _Raw:
 
 
 REPLIES: dict[str, tuple[dict[str, Any], str]] = {
-    "gate-2-31": ({"done": False, "gate": 2**31}, f"gate must be between 0 and {GATE_MAX}, not 2147483648"),
-    "gate-2-64": ({"done": False, "gate": 2**64}, f"gate must be between 0 and {GATE_MAX}"),
+    "gate-2-31": ({"done": False, "gate": 2**31}, f"gate must be between 0 and {MAX_GATE}, not 2147483648"),
+    "gate-2-64": ({"done": False, "gate": 2**64}, f"gate must be between 0 and {MAX_GATE}"),
     "gate-negative": ({"done": False, "gate": -1}, "gate must be between 0"),
     "gate-true": ({"done": False, "gate": True}, "gate must be an integer, not True"),
     "gate-float": ({"done": True, "gate": 1.0}, "gate must be an integer, not 1.0"),
@@ -116,7 +116,7 @@ def test_a_processors_own_result_is_checked_like_a_reply(feed: Feed, store: Stor
         wait_for(lambda: {feed.partition(p).status for p in "abc"} == {"failed", "complete"}, timeout=30)
         wait_for(lambda: feed.partition("c").status == "complete", timeout=30)
         healthy(runner)
-    assert f"gate must be between 0 and {GATE_MAX}, not {2**40}" in (item(feed, "a", "huge-gate").error or "")
+    assert f"gate must be between 0 and {MAX_GATE}, not {2**40}" in (item(feed, "a", "huge-gate").error or "")
     assert "done must be True or False, not 'no'" in (item(feed, "b", "bool-done").error or "")
 
 

@@ -15,12 +15,13 @@ from feedwatch import PermanentError, Result, RetryableError
 from feedwatch.engine import retrying
 from feedwatch.observability.health import Liveness
 from feedwatch.processors.base import Item
-from feedwatch.processors.contract import GATE_MAX, check_gate, parse_reply
+from feedwatch.processors.contract import check_gate, parse_reply
 from feedwatch.processors.http import HTTPProcessor
 from feedwatch.processors.python import coerce_result
 from feedwatch.processors.threads import DaemonThreadPool
 from feedwatch.settings import FeedSettings
 from feedwatch.store.records import Claimed
+from feedwatch.store.schema import MAX_GATE
 
 pytestmark = pytest.mark.unit
 
@@ -37,7 +38,7 @@ CLAIMED = Claimed(
         ({"done": False, "gate": True}, "gate must be an integer, not True"),
         ({"done": False, "gate": False}, "gate must be an integer, not False"),
         ({"done": False, "gate": "2"}, "gate must be an integer, not '2'"),
-        ({"done": False, "gate": 2**31}, f"gate must be between 0 and {GATE_MAX}, not 2147483648"),
+        ({"done": False, "gate": 2**31}, f"gate must be between 0 and {MAX_GATE}, not 2147483648"),
         ({"done": False, "gate": -5}, "gate must be between 0 and"),
         ({"done": 1}, "done must be true or false, not 1"),
         ({"complete": "yes"}, "done must be true or false, not 'yes'"),
@@ -67,8 +68,8 @@ def test_only_a_json_true_no_retry_makes_an_error_permanent() -> None:
 
 
 def test_valid_gates_pass_at_both_ends_of_the_column() -> None:
-    assert check_gate(0) == 0 and check_gate(GATE_MAX) == GATE_MAX
-    assert parse_reply({"done": False, "gate": GATE_MAX}).gate == GATE_MAX
+    assert check_gate(0) == 0 and check_gate(MAX_GATE) == MAX_GATE
+    assert parse_reply({"done": False, "gate": MAX_GATE}).gate == MAX_GATE
 
 
 def test_a_python_result_is_checked_like_a_reply() -> None:

@@ -5,7 +5,7 @@ gofeed's ``complete``/``response`` spellings are accepted (``done``/``data`` win
 
 Every value is checked here, at the boundary, so nothing the database cannot
 store gets past it: a gate is a JSON integer (``true`` is not gate 1) that
-fits the gate column (0 to :data:`GATE_MAX`), ``done`` and ``no_retry`` are
+fits the gate column (0 to :data:`MAX_GATE`), ``done`` and ``no_retry`` are
 JSON booleans (the string ``"false"`` is not false). A reply that breaks the
 contract is a retryable error that names the offending field, so the item is
 retried within ``max_retries`` and its error says what the handler got wrong.
@@ -17,17 +17,15 @@ from typing import Any
 
 from feedwatch.errors import PermanentError, RetryableError
 from feedwatch.processors.base import UNSET, Result
-
-#: The largest gate the database stores (a signed 32-bit ``INTEGER`` column).
-GATE_MAX = 2**31 - 1
+from feedwatch.store.schema import MAX_GATE
 
 
 def check_gate(gate: Any, *, field: str = "gate") -> int:
     """``gate`` as an int the gate column stores; a :class:`RetryableError` naming it if not."""
     if type(gate) is not int:  # bool is an int subclass: True is not gate 1
         raise RetryableError(f"{field} must be an integer, not {_preview(gate)}")
-    if not 0 <= gate <= GATE_MAX:
-        raise RetryableError(f"{field} must be between 0 and {GATE_MAX}, not {_preview(gate)}")
+    if not 0 <= gate <= MAX_GATE:
+        raise RetryableError(f"{field} must be between 0 and {MAX_GATE}, not {_preview(gate)}")
     return gate
 
 

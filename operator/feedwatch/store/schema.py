@@ -42,6 +42,10 @@ LongText = Text().with_variant(mysql.MEDIUMTEXT(), "mysql", "mariadb")
 STATUSES = ("available", "complete", "failed")
 
 
+#: The largest gate: the gate columns are signed 32-bit ``INTEGER`` on every database.
+MAX_GATE = 2**31 - 1
+
+
 @dataclass(frozen=True)
 class Tables:
     """The tables of one prefix."""
