@@ -38,6 +38,7 @@ from sqlalchemy.exc import DBAPIError
 from feedwatch.errors import DatabaseUnavailableError, SchemaMismatchError
 from feedwatch.store import dialects
 from feedwatch.store.connection import connect, redact
+from feedwatch.store.schema import check_prefix
 
 _HERE = Path(__file__).parent / "migrations"
 LOCK_KEY = "feedwatch_migrate"
@@ -83,6 +84,7 @@ def current_revision(engine: Engine, prefix: str = "") -> str | None:
 
 def migrate(url_or_engine: str | Engine, *, prefix: str = "", timeout: float = 300) -> str:
     """Bring the schema to the newest revision; return it."""
+    check_prefix(prefix)
     owned = isinstance(url_or_engine, str)
     engine = connect(url_or_engine) if isinstance(url_or_engine, str) else url_or_engine
     try:
@@ -124,6 +126,7 @@ def _code(error: DBAPIError) -> int | None:
 
 def check_schema(engine: Engine, *, prefix: str = "") -> None:
     """Refuse, with a message that says what to do, a schema this code does not know."""
+    check_prefix(prefix)
     current = current_revision(engine, prefix)
     head = head_revision()
     if current == head:

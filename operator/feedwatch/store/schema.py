@@ -10,6 +10,7 @@ Timestamps are UTC, millisecond precision or better on every database
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 
 from sqlalchemy import (
@@ -28,6 +29,8 @@ from sqlalchemy import (
     UniqueConstraint,
 )
 from sqlalchemy.dialects import mysql, postgresql
+
+from feedwatch.errors import ConfigurationError
 
 # BIGINT autoincrement is not a rowid alias on SQLite; INTEGER is.
 Id = BigInteger().with_variant(Integer(), "sqlite")
@@ -59,8 +62,25 @@ class Tables:
     prefix: str
 
 
+#: A table prefix: written into SQL as part of every table name, so only
+#: characters that need no quoting on any database (the FeedWatcher CRD's rule).
+PREFIX = re.compile(r"[a-z][a-z0-9_]{0,29}")
+
+
+def check_prefix(prefix: str) -> str:
+    """``prefix`` if it is a usable table prefix; a :class:`ConfigurationError` saying why if not."""
+    if prefix and not PREFIX.fullmatch(prefix):
+        raise ConfigurationError(
+            f"table prefix {prefix!r} is not usable: it must be empty or 1 to 30 characters of "
+            "lowercase letters, digits and underscores starting with a letter (e.g. 'team_a_'), "
+            "because it becomes part of every table name"
+        )
+    return prefix
+
+
 def build(prefix: str = "") -> Tables:
     """The tables named with ``prefix``; migrations and queries share them."""
+    check_prefix(prefix)
     md = MetaData()
     p = prefix
     feeds = Table(

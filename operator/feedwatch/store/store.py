@@ -12,6 +12,7 @@ from feedwatch.store.leases import LeaseQueries
 from feedwatch.store.migrating import check_schema
 from feedwatch.store.processing import ProcessingQueries
 from feedwatch.store.reading import ReadingQueries
+from feedwatch.store.schema import check_prefix
 from feedwatch.store.steering import SteeringQueries
 
 
@@ -29,9 +30,14 @@ class Store(
     @classmethod
     def open(cls, url: str, *, prefix: str = "", pool_size: int = 5, check: bool = True) -> Store:
         """Connect to ``url`` and check that its schema is the one this code knows."""
+        check_prefix(prefix)
         engine = connect(url, pool_size=pool_size)
         if check:
-            check_schema(engine, prefix=prefix)
+            try:
+                check_schema(engine, prefix=prefix)
+            except BaseException:
+                engine.dispose()
+                raise
         return cls(engine, prefix=prefix)
 
     @classmethod

@@ -1,0 +1,90 @@
+"""Table prefixes: deployments kept apart in one database, and prefixes refused before any SQL.
+
+A prefix is written into every statement as part of a table name, so it must
+need no quoting on any database: the FeedWatcher CRD's rule (lowercase letter,
+then lowercase letters, digits and underscores, at most 30) holds for the
+library and the CLI too.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import uuid
+from collections.abc import Iterator
+
+import pytest
+from sqlalchemy import inspect
+
+from feedwatch import ConfigurationError, Feed, Store
+from feedwatch.store.connection import connect
+from feedwatch.store.migrating import migrate
+
+pytestmark = pytest.mark.store
+
+BAD = ["Team_", "1team", "_team", "team-a", "team a", "team;drop", "t" * 31, "tëam"]
+
+
+@pytest.fixture
+def prefix(db_url: str) -> Iterator[str]:
+    """A fresh prefix with its own tables, dropped afterwards."""
+    name = f"t{uuid.uuid4().hex[:8]}_"
+    migrate(db_url, prefix=name)
+    yield name
+    engine = connect(db_url)
+    try:
+        with engine.begin() as conn:
+            for table in sorted(inspect(conn).get_table_names(), reverse=True):  # items before partitions
+                if table.startswith(name):
+                    conn.exec_driver_sql(f"DROP TABLE {table}")
+    finally:
+        engine.dispose()
+
+
+def _tables(url: str) -> list[str]:
+    engine = connect(url)
+    try:
+        with engine.connect() as conn:
+            return inspect(conn).get_table_names()
+    finally:
+        engine.dispose()
+
+
+def test_a_prefixed_deployment_has_its_own_tables_and_feeds(
+    db_url: str, prefix: str, store: Store, feed_name: str
+) -> None:
+    prefixed = Store.open(db_url, prefix=prefix)
+    try:
+        feed = Feed.create(prefixed, feed_name)
+        feed.enqueue("p", {"a": 1, "b": 2})
+        assert {f"{prefix}{t}" for t in ("feeds", "partitions", "items", "history")} <= set(_tables(db_url))
+        assert [p.id for p in feed.partitions()] == ["p"]
+        assert sorted(i.id for i in feed.items("p")) == ["a", "b"]
+        assert feed_name in prefixed.feed_names()
+        assert feed_name not in store.feed_names(), "the unprefixed tables know nothing of it"
+    finally:
+        prefixed.engine.dispose()
+
+
+@pytest.mark.parametrize("bad", BAD)
+def test_an_unusable_prefix_is_refused_before_anything_is_written(db_url: str, bad: str) -> None:
+    before = _tables(db_url)
+    for attempt in (lambda: migrate(db_url, prefix=bad), lambda: Store.open(db_url, prefix=bad)):
+        with pytest.raises(
+            ConfigurationError, match=r"table prefix .* lowercase letters, digits and underscores"
+        ):
+            attempt()
+    assert _tables(db_url) == before, "no table created"
+
+
+def test_the_cli_refuses_an_unusable_prefix_as_a_usage_error(db_url: str) -> None:
+    run = subprocess.run(
+        [sys.executable, "-m", "feedwatch", "migrate", "--db", db_url, "--table-prefix", "Team-"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert run.returncode == 2, run.stderr
+    assert "table prefix 'Team-' is not usable" in run.stderr
+    assert "Traceback" not in run.stderr
