@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import dataclasses
 import importlib.metadata
+import math
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
@@ -27,6 +28,42 @@ ENV_PREFIX = "FEEDWATCH_"
 
 def _doc(text: str, unit: str = "", scope: str = "watcher") -> dict[str, str]:
     return {"doc": text, "unit": unit, "scope": scope}
+
+
+#: The longest any delay before an item's next attempt can be: seven days. A
+#: longer ``Retry-After`` or processor delay is cut to it; a feed's
+#: ``backoff_base``, ``backoff_cap`` and ``poll_delay`` may not exceed it (a
+#: re-drive or a gate move reaches the item sooner anyway).
+MAX_DELAY = 7 * 24 * 3600.0
+#: The largest count a feed setting stores (a signed 32-bit ``INTEGER`` column).
+MAX_COUNT = 2**31 - 1
+#: The largest ``max_item_bytes`` (a signed 64-bit column).
+MAX_BYTES = 2**63 - 1
+
+#: The feed settings that are delays (seconds).
+DELAY_SETTINGS = ("backoff_base", "backoff_cap", "poll_delay")
+_COUNTS = {
+    "max_retries": MAX_COUNT,
+    "poll_limit": MAX_COUNT,
+    "max_unanswered": MAX_COUNT,
+    "max_item_bytes": MAX_BYTES,
+}
+
+
+def _kind_problems(settings: FeedSettings) -> list[str]:
+    """What a number setting holds that its column cannot (checked before the ranges are)."""
+    problems = []
+    for name in DELAY_SETTINGS:
+        value = getattr(settings, name)
+        if type(value) not in (int, float) or not math.isfinite(value) or not 0 <= value <= MAX_DELAY:
+            problems.append(
+                f"{name} must be a number of seconds from 0 to {MAX_DELAY:.0f} (7 days), not {value!r}"
+            )
+    for name, top in _COUNTS.items():
+        value = getattr(settings, name)
+        if type(value) is not int or value > top:  # bool is an int subclass: True is not 1
+            problems.append(f"{name} must be an integer of at most {top}, not {value!r}")
+    return problems
 
 
 @dataclass(frozen=True)
@@ -86,7 +123,9 @@ class FeedSettings:
     )
 
     def __post_init__(self) -> None:
-        problems = []
+        problems = _kind_problems(self)
+        if problems:
+            raise ConfigurationError("invalid feed settings: " + "; ".join(problems))
         if self.max_retries < -1:
             problems.append("max_retries must be -1 (forever) or >= 0")
         if self.backoff_base <= 0 or self.backoff_cap < self.backoff_base:

@@ -14,7 +14,8 @@ from typing import Any
 import pytest
 from sqlalchemy import event, text, update
 
-from feedwatch import Feed, FeedwatchError, PartitionNotFoundError, PayloadError, Store
+from feedwatch import ConfigurationError, Feed, FeedwatchError, PartitionNotFoundError, PayloadError, Store
+from feedwatch.settings import MAX_DELAY
 
 pytestmark = pytest.mark.store
 
@@ -135,3 +136,27 @@ def test_retry_all_reads_items_through_the_index_never_scanning_them(tmp_path: A
         assert store.transaction(lambda c: c.execute(text("SELECT 1")).scalar()) == 1
     finally:
         store.close()
+
+
+def test_feed_settings_past_their_columns_are_refused_and_nothing_is_written(
+    store: Store, feed_name: str
+) -> None:
+    for changes in ({"max_retries": 2**40}, {"backoff_cap": 1e300}, {"poll_delay": float("nan")}):
+        with pytest.raises(ConfigurationError, match="invalid feed settings"):
+            Feed.create(store, feed_name, **changes)
+    assert feed_name not in store.feed_names()
+    feed = Feed.create(store, feed_name, backoff_cap=600.0)
+    with pytest.raises(ConfigurationError, match="max_retries must be an integer of at most 2147483647"):
+        feed.update(max_retries=2**31)
+    assert (feed.settings.max_retries, feed.settings.backoff_cap) == (5, 600.0), (
+        "the stored settings unchanged"
+    )
+
+
+def test_a_stored_delay_longer_than_a_week_is_read_as_a_week(feed: Feed, store: Store) -> None:
+    """Rows written before delays were bounded still load (the engine cut such delays anyway)."""
+    f = store.tables.feeds
+    with store.engine.begin() as conn:
+        conn.execute(update(f).where(f.c.name == feed.name).values(backoff_cap=1e9, poll_delay=1e7))
+    settings = store.load_feed(feed.name)
+    assert (settings.backoff_cap, settings.poll_delay) == (MAX_DELAY, MAX_DELAY)

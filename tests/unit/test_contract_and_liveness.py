@@ -90,8 +90,8 @@ def test_every_delay_is_clamped_to_a_week(given: Any, clamped: float) -> None:
     assert retrying.later(datetime.max - timedelta(days=8), given) <= datetime.max
 
 
-def test_backoff_with_huge_settings_and_failure_counts_stays_within_a_week() -> None:
-    settings = FeedSettings(backoff_base=1e300, backoff_cap=1e308)
+def test_backoff_with_the_largest_settings_and_huge_failure_counts_stays_within_a_week() -> None:
+    settings = FeedSettings(backoff_base=retrying.MAX_DELAY, backoff_cap=retrying.MAX_DELAY)
     rng = random.Random(1)
     for failures in (1, 2, 100, 10**6):
         assert 0 <= retrying.backoff(failures, settings, rng) <= retrying.MAX_DELAY
@@ -107,7 +107,8 @@ class _Treacherous(Result):
 
 
 def test_an_outcome_is_built_whatever_the_answer_holds() -> None:
-    settings = FeedSettings(max_retries=3, backoff_base=1e30, backoff_cap=1e35, poll_delay=1e30)
+    week = retrying.MAX_DELAY
+    settings = FeedSettings(max_retries=3, backoff_base=week, backoff_cap=week, poll_delay=week)
     rng = random.Random(0)
     answers: list[Any] = [
         _Treacherous(),

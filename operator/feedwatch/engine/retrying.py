@@ -21,13 +21,8 @@ from typing import Any
 from feedwatch.errors import PermanentError, RetryableError
 from feedwatch.processors.base import UNSET, Result, encode_data
 from feedwatch.processors.contract import check_result
-from feedwatch.settings import FeedSettings
+from feedwatch.settings import MAX_DELAY, FeedSettings
 from feedwatch.store.records import Claimed, ItemOutcome
-
-#: The longest any delay before an item's next attempt can be: seven days. A
-#: longer ``Retry-After``, processor delay, ``backoff_cap`` or ``poll_delay``
-#: is cut to it (re-drive or a gate move reaches the item sooner anyway).
-MAX_DELAY = 7 * 24 * 3600.0
 
 
 def clamp_delay(seconds: Any) -> float:

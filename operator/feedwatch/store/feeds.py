@@ -15,7 +15,7 @@ from sqlalchemy.engine import Connection
 from sqlalchemy.exc import IntegrityError
 
 from feedwatch.errors import FeedNotFoundError
-from feedwatch.settings import FeedSettings
+from feedwatch.settings import DELAY_SETTINGS, MAX_DELAY, FeedSettings
 from feedwatch.store.base import StoreBase
 
 _FEED_FIELDS = [f.name for f in dataclasses.fields(FeedSettings)]
@@ -55,8 +55,10 @@ class FeedQueries(StoreBase):
                 f"feed {name!r} does not exist: create it with `feedwatch feed create {name}` "
                 "or Feed.create()"
             )
-        m = row._mapping
-        return FeedSettings(**{k: m[k] for k in _FEED_FIELDS})
+        stored = {k: row._mapping[k] for k in _FEED_FIELDS}
+        for delay in DELAY_SETTINGS:  # rows written before delays were bounded: the engine cut them anyway
+            stored[delay] = min(stored[delay], MAX_DELAY)
+        return FeedSettings(**stored)
 
     def feed_names(self) -> list[str]:
         f = self.tables.feeds
