@@ -8,8 +8,6 @@ library and the CLI too.
 
 from __future__ import annotations
 
-import subprocess
-import sys
 import uuid
 from collections.abc import Iterator
 
@@ -19,6 +17,7 @@ from sqlalchemy import inspect
 from feedwatch import ConfigurationError, Feed, Store
 from feedwatch.store.connection import connect
 from feedwatch.store.migrating import migrate
+from tests.service.helpers import cli
 
 pytestmark = pytest.mark.store
 
@@ -78,13 +77,7 @@ def test_an_unusable_prefix_is_refused_before_anything_is_written(db_url: str, b
 
 
 def test_the_cli_refuses_an_unusable_prefix_as_a_usage_error(db_url: str) -> None:
-    run = subprocess.run(
-        [sys.executable, "-m", "feedwatch", "migrate", "--db", db_url, "--table-prefix", "Team-"],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+    run = cli("migrate", "--db", db_url, "--table-prefix", "Team-")
     assert run.returncode == 2, run.stderr
     assert "table prefix 'Team-' is not usable" in run.stderr
     assert "Traceback" not in run.stderr
