@@ -266,8 +266,12 @@ def test_answers_that_cannot_become_an_outcome_end_as_the_items_result(feed: Fee
     assert item(feed, "nan-delay", "nan-delay").next_attempt_at < before + timedelta(minutes=2)
 
 
-def test_huge_backoff_and_poll_delay_settings_are_clamped(feed: Feed, store: Store) -> None:
-    feed.update(backoff_base=1e30, backoff_cap=1e35, poll_delay=1e30, max_retries=5)  # MariaDB: FLOAT
+def test_huge_stored_backoff_and_poll_delay_settings_are_clamped(feed: Feed, store: Store) -> None:
+    """Rows written before feed delays were bounded (the API now refuses them): a week at most."""
+    f = store.tables.feeds
+    with store.engine.begin() as conn:  # MariaDB: FLOAT
+        huge = {"backoff_base": 1e30, "backoff_cap": 1e35, "poll_delay": 1e30}
+        conn.execute(update(f).where(f.c.name == feed.name).values(**huge))
     feed.enqueue("retry", {"r": 1})
     feed.enqueue("poll", {"p": 1})
     feed.enqueue("good", {"g": 1})
