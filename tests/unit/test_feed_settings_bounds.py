@@ -14,6 +14,7 @@ import pytest
 
 from feedwatch.errors import ConfigurationError
 from feedwatch.settings import MAX_COUNT, MAX_DELAY, FeedSettings
+from feedwatch.store.feeds import stored_settings
 
 BAD: list[tuple[dict[str, Any], str]] = [
     ({"backoff_cap": float("inf")}, r"backoff_cap must be a number of seconds from 0 to 604800 \(7 days\), not inf"),  # noqa: E501
@@ -50,3 +51,15 @@ def test_the_largest_values_are_accepted() -> None:
     )
     assert (top.backoff_cap, top.max_retries) == (MAX_DELAY, MAX_COUNT)
     assert FeedSettings(backoff_base=2, backoff_cap=60, poll_delay=0).backoff_base == 2, "ints are numbers"
+
+
+def test_a_stored_row_always_loads_as_the_engine_used_it() -> None:
+    """Older versions stored delays past a week (and, on PostgreSQL, NaN): such rows still load."""
+    row = {f: getattr(FeedSettings(), f) for f in FeedSettings.__dataclass_fields__}
+    huge = stored_settings({**row, "backoff_base": 1e30, "backoff_cap": float("inf"), "poll_delay": 1e9})
+    assert (huge.backoff_base, huge.backoff_cap, huge.poll_delay) == (MAX_DELAY, MAX_DELAY, MAX_DELAY)
+    nan = stored_settings(
+        {**row, "backoff_base": float("nan"), "backoff_cap": 0.5, "poll_delay": float("nan")}
+    )
+    assert (nan.backoff_base, nan.backoff_cap, nan.poll_delay) == (1.0, 1.0, 1.0), "defaults; cap >= base"
+    assert stored_settings({**row, "backoff_cap": 60.0}).backoff_cap == 60.0, "a usable row is read as it is"

@@ -8,7 +8,9 @@ so a watcher can tell that its copy is stale.
 from __future__ import annotations
 
 import dataclasses
+import math
 from datetime import datetime
+from typing import Any
 
 from sqlalchemy import insert, select, update
 from sqlalchemy.engine import Connection
@@ -55,13 +57,25 @@ class FeedQueries(StoreBase):
                 f"feed {name!r} does not exist: create it with `feedwatch feed create {name}` "
                 "or Feed.create()"
             )
-        stored = {k: row._mapping[k] for k in _FEED_FIELDS}
-        for delay in DELAY_SETTINGS:  # rows written before delays were bounded: the engine cut them anyway
-            stored[delay] = min(stored[delay], MAX_DELAY)
-        return FeedSettings(**stored)
+        return stored_settings({k: row._mapping[k] for k in _FEED_FIELDS})
 
     def feed_names(self) -> list[str]:
         f = self.tables.feeds
         return self.transaction(
             lambda c: [r[0] for r in c.execute(select(f.c.name).order_by(f.c.name))], readonly=True
         )
+
+
+def stored_settings(values: dict[str, Any]) -> FeedSettings:
+    """A feed row's settings, read as the engine used them before delays were bounded.
+
+    Older versions stored any delay (PostgreSQL even NaN); the engine cut each
+    to a week, and ignored NaN. A row must always load, or its watchers stop:
+    a delay over a week reads as a week, a NaN one as the default.
+    """
+    defaults = FeedSettings()
+    for delay in DELAY_SETTINGS:
+        value = values[delay]
+        values[delay] = getattr(defaults, delay) if math.isnan(value) else min(value, MAX_DELAY)
+    values["backoff_cap"] = max(values["backoff_cap"], values["backoff_base"])
+    return FeedSettings(**values)

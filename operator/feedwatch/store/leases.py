@@ -80,7 +80,7 @@ class LeaseQueries(StoreBase):
                 )
             held = {row.pk: row for row in self._lease_rows(conn, feed, owner)}
             won = [pk for pk in free if pk in held]
-            expired_won = []
+            expired_won: list[int] = []
             for pk, previous, lease_until, *_ in candidates:
                 if previous is not None:
                     fence = and_(p.c.owner == previous, p.c.lease_until == lease_until)
