@@ -25,8 +25,8 @@ import pytest
 from sqlalchemy import update
 
 from feedwatch import CallableProcessor, Feed, Item, Result, RetryableError, Store
-from feedwatch.engine.retrying import MAX_DELAY
 from feedwatch.observability.health import HealthServer
+from feedwatch.settings import MAX_DELAY
 from feedwatch.store.records import ItemOutcome
 from feedwatch.store.schema import MAX_GATE
 from feedwatch.testing import RecordingProcessor, WatcherRunner, wait_for

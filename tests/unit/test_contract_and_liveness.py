@@ -19,7 +19,7 @@ from feedwatch.processors.contract import check_gate, parse_reply
 from feedwatch.processors.http import HTTPProcessor
 from feedwatch.processors.python import coerce_result
 from feedwatch.processors.threads import DaemonThreadPool
-from feedwatch.settings import FeedSettings
+from feedwatch.settings import MAX_DELAY, FeedSettings
 from feedwatch.store.records import Claimed
 from feedwatch.store.schema import MAX_GATE
 
@@ -81,8 +81,8 @@ def test_a_python_result_is_checked_like_a_reply() -> None:
 
 @pytest.mark.parametrize(
     ("given", "clamped"),
-    [(1e300, retrying.MAX_DELAY), (float("inf"), retrying.MAX_DELAY), (float("nan"), 0.0),
-     (-5, 0.0), ("soon", 0.0), (None, 0.0), (2**2000, retrying.MAX_DELAY), (12.5, 12.5)],
+    [(1e300, MAX_DELAY), (float("inf"), MAX_DELAY), (float("nan"), 0.0),
+     (-5, 0.0), ("soon", 0.0), (None, 0.0), (2**2000, MAX_DELAY), (12.5, 12.5)],
     ids=["1e300", "inf", "nan", "negative", "text", "none", "2**2000", "normal"],
 )  # fmt: skip
 def test_every_delay_is_clamped_to_a_week(given: Any, clamped: float) -> None:
@@ -91,10 +91,10 @@ def test_every_delay_is_clamped_to_a_week(given: Any, clamped: float) -> None:
 
 
 def test_backoff_with_the_largest_settings_and_huge_failure_counts_stays_within_a_week() -> None:
-    settings = FeedSettings(backoff_base=retrying.MAX_DELAY, backoff_cap=retrying.MAX_DELAY)
+    settings = FeedSettings(backoff_base=MAX_DELAY, backoff_cap=MAX_DELAY)
     rng = random.Random(1)
     for failures in (1, 2, 100, 10**6):
-        assert 0 <= retrying.backoff(failures, settings, rng) <= retrying.MAX_DELAY
+        assert 0 <= retrying.backoff(failures, settings, rng) <= MAX_DELAY
 
 
 class _Treacherous(Result):
@@ -107,7 +107,7 @@ class _Treacherous(Result):
 
 
 def test_an_outcome_is_built_whatever_the_answer_holds() -> None:
-    week = retrying.MAX_DELAY
+    week = MAX_DELAY
     settings = FeedSettings(max_retries=3, backoff_base=week, backoff_cap=week, poll_delay=week)
     rng = random.Random(0)
     answers: list[Any] = [
@@ -122,7 +122,7 @@ def test_an_outcome_is_built_whatever_the_answer_holds() -> None:
     for answer in answers:
         outcome = retrying.outcome(7, CLAIMED, answer, settings=settings, now=NOW, rng=rng)
         assert outcome.pk == 1 and outcome.partition_pk == 7 and outcome.version == 2
-        assert outcome.next_attempt_at <= NOW + timedelta(seconds=retrying.MAX_DELAY)
+        assert outcome.next_attempt_at <= NOW + timedelta(seconds=MAX_DELAY)
         assert outcome.kind == "poll" or outcome.error, (answer, outcome)
     treacherous = retrying.outcome(7, CLAIMED, _Treacherous(), settings=settings, now=NOW, rng=rng)
     assert treacherous.kind == "retry" and "RuntimeError: data exploded" in (treacherous.error or "")
