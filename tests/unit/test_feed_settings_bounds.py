@@ -8,6 +8,7 @@ cut to anyway (``MAX_DELAY``), the same bound as the FeedWatcher CRD's.
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
 import pytest
@@ -55,7 +56,7 @@ def test_the_largest_values_are_accepted() -> None:
 
 def test_a_stored_row_always_loads_as_the_engine_used_it() -> None:
     """Older versions stored delays past a week (and, on PostgreSQL, NaN): such rows still load."""
-    row = {f: getattr(FeedSettings(), f) for f in FeedSettings.__dataclass_fields__}
+    row = dataclasses.asdict(FeedSettings())
     huge = stored_settings({**row, "backoff_base": 1e30, "backoff_cap": float("inf"), "poll_delay": 1e9})
     assert (huge.backoff_base, huge.backoff_cap, huge.poll_delay) == (MAX_DELAY, MAX_DELAY, MAX_DELAY)
     nan = stored_settings(

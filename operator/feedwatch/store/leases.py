@@ -78,7 +78,7 @@ class LeaseQueries(StoreBase):
                     .where(p.c.pk.in_(free), p.c.status == "available", p.c.owner.is_(None))
                     .values(**take)
                 )
-            held = {row.pk: row for row in self._lease_rows(conn, feed, owner)}
+            held = {row.pk: row for row in self._lease_rows(conn, feed, owner)} if free else {}
             won = [pk for pk in free if pk in held]
             expired_won: list[int] = []
             for pk, previous, lease_until, *_ in candidates:
